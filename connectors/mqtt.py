@@ -1,0 +1,217 @@
+"""MQTT input for Bytewax: a shared, persistent QoS 1 subscription acknowledged on demand.
+
+Each worker runs one paho client (``<client_id>-<worker_index>``) in a persistent session
+that joins the shared subscription ``$share/<group>/<filter>``, so the broker spreads
+messages over workers and keeps unacknowledged ones for the session. A message is
+acknowledged to the broker only when downstream calls ``MqttMessage.ack`` (paho's
+``manual_ack``), i.e. after Kafka confirmed it; until then the broker redelivers it after
+any crash. Nothing here blocks ``next_batch``: paho's network thread fills a deque.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from fleetwatch.settings import MqttUrl
+
+log = structlog.get_logger(__name__)
+
+_MAX_BATCH = 5_000
+
+
+def wall_clock_ms() -> int:
+    """Processing time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    """One message as received; call ``ack()`` once it is safely stored downstream."""
+
+    topic: str
+    payload: bytes
+    received_at_ms: int
+    ack: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class MqttSubscription:
+    """Where and how to subscribe."""
+
+    url: MqttUrl
+    topic_filter: str
+    share_group: str
+    client_id: str
+    protocol: str = "5"
+    session_expiry_s: int = 86_400
+    receive_maximum: int = 1_000
+    ca_file: str | None = None
+    keepalive_s: int = 30
+
+    @property
+    def subscription(self) -> str:
+        if self.share_group:
+            return f"$share/{self.share_group}/{self.topic_filter}"
+        return self.topic_filter
+
+
+def new_client(
+    sub: MqttSubscription, client_id: str, *, manual_ack: bool
+) -> tuple[mqtt.Client, Properties | None]:
+    """A paho client set up from ``sub`` (TLS, credentials, backoff), not yet connected.
+
+    Returns the client and the CONNECT properties to pass to ``connect`` (MQTT 5 only).
+    """
+    v5 = sub.protocol == "5"
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else False,
+        manual_ack=manual_ack,
+        reconnect_on_failure=True,
+    )
+    if sub.url.username:
+        client.username_pw_set(sub.url.username, sub.url.password)
+    if sub.url.tls:
+        client.tls_set(ca_certs=sub.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    if not v5:
+        return client, None
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = sub.session_expiry_s
+    properties.ReceiveMaximum = sub.receive_maximum
+    return client, properties
+
+
+class MqttSource(DynamicSource[MqttMessage]):
+    """Every worker joins the shared subscription with its own persistent session."""
+
+    def __init__(
+        self, subscription: MqttSubscription, now_ms: Callable[[], int] = wall_clock_ms
+    ) -> None:
+        self._subscription = subscription
+        self._now_ms = now_ms
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSourcePartition[MqttMessage]:
+        if worker_count > 1 and not self._subscription.share_group and worker_index > 0:
+            # Without a shared subscription every worker would receive every message.
+            log.warning("mqtt_worker_idle", worker=worker_index, why="no share group set")
+            return _IdlePartition()
+        client_id = f"{self._subscription.client_id}-{worker_index}"
+        return _MqttPartition(self._subscription, client_id, self._now_ms)
+
+
+class _IdlePartition(StatelessSourcePartition[MqttMessage]):
+    def next_batch(self) -> list[MqttMessage]:
+        raise StopIteration
+
+
+class _MqttPartition(StatelessSourcePartition[MqttMessage]):
+    def __init__(self, sub: MqttSubscription, client_id: str, now_ms: Callable[[], int]) -> None:
+        self._sub = sub
+        self._now_ms = now_ms
+        self._inbox: deque[MqttMessage] = deque()
+        # Acks are only valid on the connection that received the message: after a reconnect
+        # the broker redelivers unacknowledged messages, possibly reusing packet ids, so an
+        # ack from an older connection could acknowledge a different, unstored message.
+        self._connection = 0
+        self._lock = threading.Lock()
+        self._log = log.bind(client_id=client_id, subscription=sub.subscription)
+        self._client, properties = new_client(sub, client_id, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._client.connect_async(
+            sub.url.host,
+            sub.url.port,
+            keepalive=sub.keepalive_s,
+            clean_start=False if sub.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._log.error("mqtt_connect_refused", reason=str(reason))
+            return
+        with self._lock:
+            self._connection += 1
+        self._log.info("mqtt_connected", session_present=bool(flags.session_present))
+        client.subscribe(self._sub.subscription, qos=1)
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self._log.error("mqtt_subscribe_refused", reasons=failed)
+        else:
+            self._log.info("mqtt_subscribed")
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._log.warning("mqtt_disconnected", reason=str(reason), reconnecting=True)
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        ack = _NO_ACK
+        if message.qos > 0:
+            ack = _Ack(self, client, message.mid, message.qos, self._connection)
+        self._inbox.append(MqttMessage(message.topic, bytes(message.payload), self._now_ms(), ack))
+
+    def is_current(self, connection: int) -> bool:
+        with self._lock:
+            return connection == self._connection
+
+    def next_batch(self) -> list[MqttMessage]:
+        inbox = self._inbox
+        count = min(len(inbox), _MAX_BATCH)
+        return [inbox.popleft() for _ in range(count)]
+
+    def close(self) -> None:
+        # Unacknowledged messages stay in the broker's session and come back on restart.
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class _Ack:
+    __slots__ = ("_client", "_connection", "_mid", "_partition", "_qos")
+
+    def __init__(
+        self, partition: _MqttPartition, client: mqtt.Client, mid: int, qos: int, connection: int
+    ) -> None:
+        self._partition = partition
+        self._client = client
+        self._mid = mid
+        self._qos = qos
+        self._connection = connection
+
+    def __call__(self) -> None:
+        if self._partition.is_current(self._connection):
+            self._client.ack(self._mid, self._qos)
+
+
+def _no_ack() -> None:
+    return None
+
+
+_NO_ACK: Callable[[], None] = _no_ack

@@ -1,0 +1,125 @@
+"""dataflows.bridge: MQTT telemetry -> validated canonical readings on Kafka.
+
+Input:  MQTT ``FLEET_MQTT_TOPIC`` (default ``fleet/+/telemetry``), QoS 1, through the shared
+        subscription ``$share/FLEET_MQTT_SHARE_GROUP/...`` with one persistent session per
+        worker (client id ``FLEET_MQTT_CLIENT_ID-<worker>``).
+Output: ``FLEET_TOPIC_TELEMETRY`` (key truck_id, canonical JSON) for valid readings;
+        ``FLEET_TOPIC_DLQ`` (key: the topic's truck id) for everything else, with a reason.
+Guarantee: every MQTT message ends up in exactly one of the two topics, at least once. A
+        message is acknowledged to MQTT only after Kafka confirmed its delivery, so a crash
+        at any moment loses nothing (the broker redelivers; duplicates keep their event_id).
+        A failed Kafka delivery stops the flow with an error instead of acknowledging.
+Knobs:  FLEET_MQTT_* and FLEET_KAFKA_*, FLEET_TOPIC_PARTITIONS (used when creating topics).
+Scale:  ``-w N`` / ``-i/-a``: every worker joins the shared subscription; no state to recover.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import structlog
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.kafka import (
+    ConfirmedKafkaSink,
+    OutboundRecord,
+    check_kafka_properties,
+    ensure_topics,
+)
+from connectors.mqtt import MqttMessage, MqttSource, MqttSubscription
+from domain.dead_letters import Stage, dead_letter
+from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
+from fleetwatch.logs import configure_logging
+from fleetwatch.settings import Settings
+
+
+@dataclass(frozen=True)
+class BridgeRoutes:
+    """Where the bridge writes, and how it reads truck ids from MQTT topics."""
+
+    topic_filter: str
+    telemetry_topic: str
+    dlq_topic: str
+
+    def route_message(self, message: MqttMessage) -> OutboundRecord:
+        """A valid reading goes to telemetry in canonical form; anything else to the DLQ."""
+        topic_truck = truck_id_from_topic(message.topic, self.topic_filter)
+        outcome = parse_reading(message.payload, topic_truck or "")
+        if isinstance(outcome, Reading):
+            return OutboundRecord(
+                self.telemetry_topic,
+                outcome.truck_id.encode(),
+                encode_canonical(outcome),
+                message.ack,
+            )
+        record = dead_letter(
+            Stage.BRIDGE,
+            outcome.reason,
+            outcome.detail,
+            message.topic,
+            message.payload,
+            message.received_at_ms,
+        )
+        key = topic_truck.encode() if topic_truck else None
+        return OutboundRecord(self.dlq_topic, key, record, message.ack)
+
+
+def build_flow(
+    source: Source[MqttMessage], sink: Sink[OutboundRecord], routes: BridgeRoutes
+) -> Dataflow:
+    """The bridge: no keyed step, so every message stays on the worker that received it
+    (and whose MQTT connection must acknowledge it)."""
+    flow = Dataflow("bridge")
+    messages = op.input("mqtt_source", flow, source)  # MqttMessage
+    records = op.map("route_message", messages, routes.route_message)  # OutboundRecord
+    op.output("kafka_sink", records, sink)
+    return flow
+
+
+def flow_from_settings(settings: Settings) -> Dataflow:
+    """Plug the real MQTT source and Kafka sink into ``build_flow``."""
+    configure_logging()
+    structlog.get_logger("dataflows.bridge").info(
+        "starting", flow="bridge", settings=settings.redacted()
+    )
+    check_kafka_properties(settings)
+    ensure_topics(
+        settings.kafka_config(),
+        [settings.topic_telemetry, settings.topic_dlq],
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+    )
+    subscription = MqttSubscription(
+        url=settings.mqtt_url,
+        topic_filter=settings.mqtt_topic,
+        share_group=settings.mqtt_share_group,
+        client_id=settings.mqtt_client_id,
+        protocol=settings.mqtt_protocol,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        receive_maximum=settings.mqtt_receive_maximum,
+        ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+    )
+    routes = BridgeRoutes(settings.mqtt_topic, settings.topic_telemetry, settings.topic_dlq)
+    # Asynchronous confirmation: each record's MQTT ack is its delivery callback.
+    sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=False)
+    return build_flow(MqttSource(subscription), sink, routes)
+
+
+@functools.cache
+def _flow_from_env() -> Dataflow:
+    return flow_from_settings(Settings.from_env())
+
+
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run dataflows.bridge` looks up `flow`; building it lazily keeps
+    # importing this module free of environment reads and network calls.
+    if name == "flow":
+        return _flow_from_env()
+    raise AttributeError(name)
+
+
+__all__ = ["BridgeRoutes", "build_flow", "flow_from_settings"]

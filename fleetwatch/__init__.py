@@ -1,0 +1,1 @@
+"""fleetwatch application glue: settings, logging, the fleet simulator, local brokers, the demo."""

@@ -1,0 +1,281 @@
+"""Every environment variable fleetwatch reads, defined and validated in one place.
+
+``Settings.from_env()`` is called once when a flow is built; a bad value raises
+``SettingsError`` naming the variable. Nothing else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+T = TypeVar("T")
+
+SAMPLE_HISTORY_DIR = Path(__file__).resolve().parent / "sample_history"
+
+# FLEET_KAFKA_* variables that are fleetwatch's own; every other FLEET_KAFKA_<PROPERTY> is passed
+# to librdkafka as <property> (lower case, '_' -> '.').
+_KAFKA_OWN_VARIABLES = frozenset({"FLEET_KAFKA_BROKERS", "FLEET_KAFKA_TAIL"})
+_SECRET_WORDS = ("password", "secret", "key", "token", "credential")
+_SHARE_GROUP = re.compile(r"^[^/+#]*$")
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class MqttUrl:
+    """A parsed ``FLEET_MQTT_URL``: ``mqtt[s]://[user[:password]@]host[:port]``."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> MqttUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"scheme must be mqtt:// or mqtts://, got {parts.scheme or 'none'!r}")
+        if not parts.hostname:
+            raise ValueError("no host")
+        tls = parts.scheme == "mqtts"
+        port = parts.port if parts.port is not None else (8883 if tls else 1883)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return cls(parts.hostname, port, tls, username, password)
+
+    def redacted(self) -> str:
+        credentials = ""
+        if self.username:
+            credentials = self.username + (":***" if self.password else "") + "@"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{credentials}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """fleetwatch's configuration (CONTRACT.md section 7, plus the extras the README lists)."""
+
+    mqtt_url: MqttUrl
+    mqtt_topic: str
+    mqtt_share_group: str
+    mqtt_client_id: str
+    mqtt_protocol: str
+    mqtt_session_expiry_s: int
+    mqtt_receive_maximum: int
+    mqtt_ca_file: Path | None
+    kafka_brokers: tuple[str, ...]
+    kafka_tail: bool
+    kafka_properties: Mapping[str, str]
+    kafka_property_variables: Mapping[str, str]
+    topic_telemetry: str
+    topic_alerts: str
+    topic_dlq: str
+    topic_late: str
+    topic_partitions: int
+    topic_replication_factor: int
+    history_dir: Path
+    threshold_kmh: float
+    violations: int
+    window_s: float
+    critical_kmh: float
+    cooldown_s: float
+    allowed_lateness_s: float
+    lake_dir: Path | None
+    backfill_input: str | None
+    alerts_out: str | None
+    notify_url: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        kafka_properties, kafka_property_variables = _kafka_passthrough(env.environ)
+        return cls(
+            mqtt_url=env.get("FLEET_MQTT_URL", "mqtt://127.0.0.1:1883", MqttUrl.parse),
+            mqtt_topic=env.get("FLEET_MQTT_TOPIC", "fleet/+/telemetry", _mqtt_filter),
+            mqtt_share_group=env.get("FLEET_MQTT_SHARE_GROUP", "fleetwatch-bridge", _share_group),
+            mqtt_client_id=env.get("FLEET_MQTT_CLIENT_ID", "fleetwatch-bridge", _nonempty),
+            mqtt_protocol=env.get("FLEET_MQTT_PROTOCOL", "5", _mqtt_protocol),
+            mqtt_session_expiry_s=env.get(
+                "FLEET_MQTT_SESSION_EXPIRY_S", "86400", _int_between(0, 2**32 - 1)
+            ),
+            mqtt_receive_maximum=env.get(
+                "FLEET_MQTT_RECEIVE_MAXIMUM", "1000", _int_between(1, 65535)
+            ),
+            mqtt_ca_file=env.get_optional("FLEET_MQTT_CA_FILE", Path),
+            kafka_brokers=env.get("FLEET_KAFKA_BROKERS", "127.0.0.1:9092", _brokers),
+            kafka_tail=env.get("FLEET_KAFKA_TAIL", "true", _boolean),
+            kafka_properties=kafka_properties,
+            kafka_property_variables=kafka_property_variables,
+            topic_telemetry=env.get("FLEET_TOPIC_TELEMETRY", "fleet.telemetry", _kafka_topic),
+            topic_alerts=env.get("FLEET_TOPIC_ALERTS", "fleet.alerts", _kafka_topic),
+            topic_dlq=env.get("FLEET_TOPIC_DLQ", "fleet.dlq", _kafka_topic),
+            topic_late=env.get("FLEET_TOPIC_LATE", "fleet.telemetry.late", _kafka_topic),
+            topic_partitions=env.get("FLEET_TOPIC_PARTITIONS", "16", _int_between(1, 10_000)),
+            topic_replication_factor=env.get(
+                "FLEET_TOPIC_REPLICATION_FACTOR", "-1", _replication_factor
+            ),
+            history_dir=env.get("FLEET_HISTORY_DIR", str(SAMPLE_HISTORY_DIR), Path),
+            threshold_kmh=env.get("FLEET_THRESHOLD_KMH", "90", _finite_between(0, 400)),
+            violations=env.get("FLEET_VIOLATIONS", "5", _int_between(1, 100_000)),
+            window_s=env.get("FLEET_WINDOW_S", "600", _finite_between(0, 86_400 * 7)),
+            critical_kmh=env.get("FLEET_CRITICAL_KMH", "130", _finite_between(0, 400)),
+            cooldown_s=env.get("FLEET_COOLDOWN_S", "600", _finite_between(0, 86_400 * 7)),
+            allowed_lateness_s=env.get(
+                "FLEET_ALLOWED_LATENESS_S", "10", _finite_between(0, 86_400)
+            ),
+            lake_dir=env.get_optional("FLEET_LAKE_DIR", Path),
+            backfill_input=env.get_optional("FLEET_BACKFILL_INPUT", _nonempty),
+            alerts_out=env.get_optional("FLEET_ALERTS_OUT", _alerts_out),
+            notify_url=env.get_optional("FLEET_NOTIFY_URL", _http_url),
+        )
+
+    def kafka_config(self) -> dict[str, str]:
+        """librdkafka settings every client shares: the brokers and the passed-through extras."""
+        return {"bootstrap.servers": ",".join(self.kafka_brokers), **self.kafka_properties}
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings for the start-up log line, with secrets masked."""
+        values = asdict(self)
+        values["mqtt_url"] = self.mqtt_url.redacted()
+        values["kafka_properties"] = {
+            name: ("***" if any(word in name for word in _SECRET_WORDS) else value)
+            for name, value in self.kafka_properties.items()
+        }
+        del values["kafka_property_variables"]
+        return {
+            name: str(value) if isinstance(value, Path) else value for name, value in values.items()
+        }
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default: str, convert: Callable[[str], T]) -> T:
+        raw = self.environ.get(name, default)
+        return _convert(name, raw, convert)
+
+    def get_optional(self, name: str, convert: Callable[[str], T]) -> T | None:
+        raw = self.environ.get(name)
+        return None if raw is None or raw == "" else _convert(name, raw, convert)
+
+
+def _convert(name: str, raw: str, convert: Callable[[str], T]) -> T:
+    try:
+        return convert(raw.strip())
+    except ValueError as exc:
+        shown = "***" if any(word in name.lower() for word in _SECRET_WORDS) else repr(raw)
+        raise SettingsError(f"{name}={shown} is invalid: {exc}") from None
+
+
+def _kafka_passthrough(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    properties: dict[str, str] = {}
+    variables: dict[str, str] = {}
+    for name in sorted(environ):
+        if name.startswith("FLEET_KAFKA_") and name not in _KAFKA_OWN_VARIABLES:
+            suffix = name.removeprefix("FLEET_KAFKA_")
+            if not suffix:
+                continue
+            prop = suffix.lower().replace("_", ".")
+            properties[prop] = environ[name]
+            variables[prop] = name
+    return properties, variables
+
+
+def _nonempty(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return convert
+
+
+def _finite_between(low: float, high: float) -> Callable[[str], float]:
+    def convert(raw: str) -> float:
+        value = float(raw)
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValueError(f"must be a number between {low:g} and {high:g}")
+        return value
+
+    return convert
+
+
+def _replication_factor(raw: str) -> int:
+    value = int(raw)
+    if value == 0 or value < -1:
+        raise ValueError("must be -1 (the broker's default) or a positive count")
+    return value
+
+
+def _brokers(raw: str) -> tuple[str, ...]:
+    brokers = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not brokers:
+        raise ValueError("no broker given")
+    for broker in brokers:
+        host, sep, port = broker.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{broker!r} is not host:port")
+    return brokers
+
+
+def _kafka_topic(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", raw) or raw in (".", ".."):
+        raise ValueError("a Kafka topic is 1-249 chars of [A-Za-z0-9._-]")
+    return raw
+
+
+def _mqtt_filter(raw: str) -> str:
+    if not raw or "#" in raw[:-1] or any("+" in level and level != "+" for level in raw.split("/")):
+        raise ValueError("not a valid MQTT topic filter")
+    return raw
+
+
+def _share_group(raw: str) -> str:
+    if not _SHARE_GROUP.match(raw):
+        raise ValueError("a share group name may not contain '/', '+' or '#'")
+    return raw
+
+
+def _mqtt_protocol(raw: str) -> str:
+    if raw not in ("5", "3.1.1"):
+        raise ValueError("expected 5 or 3.1.1")
+    return raw
+
+
+def _alerts_out(raw: str) -> str:
+    if raw != "kafka" and not raw.endswith(".jsonl"):
+        raise ValueError("expected 'kafka' or a path ending in .jsonl")
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL")
+    return raw
