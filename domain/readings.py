@@ -92,12 +92,12 @@ def parse_reading(payload: bytes, topic_truck_id: str | None = None) -> Reading 
         )
     try:
         document = _DECODER.decode(payload)
+    except msgspec.ValidationError as exc:  # a number too large for a float, e.g. 1e999
+        return Rejection(Reason.OUT_OF_RANGE, str(exc))
     except msgspec.DecodeError as exc:
         return Rejection(Reason.INVALID_JSON, str(exc))
     except UnicodeDecodeError as exc:
         return Rejection(Reason.INVALID_JSON, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
-    except msgspec.ValidationError as exc:  # a number too large for a float, e.g. 1e999
-        return Rejection(Reason.OUT_OF_RANGE, str(exc))
     if not isinstance(document, dict):
         return Rejection(Reason.SCHEMA, f"top level is {_json_type(document)}, expected object")
     return _validate_document(document, topic_truck_id)
