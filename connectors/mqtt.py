@@ -26,6 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleetwatch.settings import MqttUrl
+from fleetwatch.shutdown import shutdown_requested
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +132,8 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         # the broker redelivers unacknowledged messages, possibly reusing packet ids, so an
         # ack from an older connection could acknowledge a different, unstored message.
         self._connection = 0
-        self._lock = threading.Lock()
+        self._unacked = 0
+        self._lock = threading.Condition()
         self._log = log.bind(client_id=client_id, subscription=sub.subscription)
         self._client, properties = new_client(sub, client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
@@ -175,22 +177,35 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         ack = _NO_ACK
         if message.qos > 0:
+            with self._lock:
+                self._unacked += 1
             ack = _Ack(self, client, message.mid, message.qos, self._connection)
         self._inbox.append(MqttMessage(message.topic, bytes(message.payload), self._now_ms(), ack))
 
-    def is_current(self, connection: int) -> bool:
+    def acknowledge(self, client: mqtt.Client, mid: int, qos: int, connection: int) -> None:
         with self._lock:
-            return connection == self._connection
+            if connection == self._connection:
+                client.ack(mid, qos)
+            self._unacked -= 1
+            self._lock.notify_all()
 
     def next_batch(self) -> list[MqttMessage]:
         inbox = self._inbox
+        if not inbox and shutdown_requested():
+            raise StopIteration
         count = min(len(inbox), _MAX_BATCH)
         return [inbox.popleft() for _ in range(count)]
 
-    def close(self) -> None:
-        # Unacknowledged messages stay in the broker's session and come back on restart.
+    def close(self, ack_timeout_s: float = 10.0) -> None:
+        # Give Kafka's confirmations of the last batches time to arrive, so a graceful stop
+        # does not make the broker redeliver them. Whatever is still unacknowledged after
+        # that is redelivered on restart: duplicates, never loss.
+        with self._lock:
+            self._lock.wait_for(lambda: self._unacked <= 0, timeout=ack_timeout_s)
+            unacked = self._unacked
         self._client.disconnect()
         self._client.loop_stop()
+        self._log.info("mqtt_closed", unacknowledged=unacked)
 
 
 class _Ack:
@@ -206,8 +221,7 @@ class _Ack:
         self._connection = connection
 
     def __call__(self) -> None:
-        if self._partition.is_current(self._connection):
-            self._client.ack(self._mid, self._qos)
+        self._partition.acknowledge(self._client, self._mid, self._qos, self._connection)
 
 
 def _no_ack() -> None:

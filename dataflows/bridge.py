@@ -35,6 +35,7 @@ from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
 from fleetwatch.logs import configure_logging
 from fleetwatch.settings import Settings
+from fleetwatch.shutdown import install_graceful_shutdown
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def build_flow(
 def flow_from_settings(settings: Settings) -> Dataflow:
     """Plug the real MQTT source and Kafka sink into ``build_flow``."""
     configure_logging()
+    install_graceful_shutdown()
     structlog.get_logger("dataflows.bridge").info(
         "starting", flow="bridge", settings=settings.redacted()
     )

@@ -175,6 +175,11 @@ class LocalBrokers:
         """MQTT 5 on Mosquitto; amqtt speaks only 3.1.1."""
         return "3.1.1" if self.mqtt.name == "amqtt" else "5"
 
+    @property
+    def shared_subscriptions(self) -> bool:
+        """amqtt ignores ``$share/...`` filters: there, one bridge process subscribes plainly."""
+        return self.mqtt.name != "amqtt"
+
 
 @contextlib.contextmanager
 def local_brokers(

@@ -1,0 +1,202 @@
+"""Run fleetwatch flows as real processes, and read Kafka topics back, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+from fleetwatch.localbrokers import LocalBrokers, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Namespace:
+    """One test's own topics, MQTT prefix, share group and client ids."""
+
+    brokers: LocalBrokers
+    name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    partitions: int = 4
+
+    def topic(self, kind: str) -> str:
+        return f"{self.name}.{kind}"
+
+    @property
+    def mqtt_topic_template(self) -> str:
+        return self.name + "/{truck_id}/telemetry"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "FLEET_MQTT_URL": self.brokers.mqtt_url,
+            "FLEET_MQTT_PROTOCOL": self.brokers.mqtt_protocol,
+            "FLEET_MQTT_TOPIC": f"{self.name}/+/telemetry",
+            "FLEET_MQTT_SHARE_GROUP": f"{self.name}-bridge"
+            if self.brokers.shared_subscriptions
+            else "",
+            "FLEET_MQTT_CLIENT_ID": f"{self.name}-bridge",
+            "FLEET_KAFKA_BROKERS": self.brokers.kafka_brokers,
+            "FLEET_TOPIC_TELEMETRY": self.topic("telemetry"),
+            "FLEET_TOPIC_ALERTS": self.topic("alerts"),
+            "FLEET_TOPIC_DLQ": self.topic("dlq"),
+            "FLEET_TOPIC_LATE": self.topic("late"),
+            "FLEET_TOPIC_PARTITIONS": str(self.partitions),
+        }
+        env.update(overrides)
+        return env
+
+
+@dataclass
+class FlowProcess:
+    """``python -m bytewax.run dataflows.<name>`` in its own process, logs to a file."""
+
+    module: str
+    env: Mapping[str, str]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> FlowProcess:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        environment.update(self.env)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bytewax.run", self.module, *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=environment,
+            )
+        return self
+
+    def log_events(self) -> list[dict[str, object]]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+        return events
+
+    def wait_for_event(self, event: str, count: int = 1, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if sum(e.get("event") == event for e in self.log_events()) >= count:
+                return
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.module} exited {self.process.returncode}:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"no {count}x {event!r} from {self.module} in {timeout_s} s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no close, no goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, the graceful stop; returns the exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout_s)
+
+
+def cluster_addresses(processes: int) -> str:
+    """The ``-a`` value for a local cluster of ``processes`` processes (free ports)."""
+    return ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+
+
+def cluster_args(process_id: int, addresses: str) -> list[str]:
+    """``-i/-a`` arguments for one process of a local multi-process cluster."""
+    return ["-i", str(process_id), "-a", addresses]
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes
+    partition: int
+    offset: int
+
+    def json(self) -> dict[str, object]:
+        document: dict[str, object] = json.loads(self.value)
+        return document
+
+
+def consume_until(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[Record]], bool],
+    timeout_s: float = 60.0,
+    settle_s: float = 1.0,
+) -> list[Record]:
+    """Read ``topic`` from the beginning until ``done(records)``, then ``settle_s`` more
+    (so extra copies show up). High watermarks are not trusted: records are counted."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    partitions: list[int] = []
+    while not partitions:
+        metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is not None and metadata.error is None:
+            partitions = sorted(metadata.partitions)
+        elif time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} never appeared")
+        else:
+            time.sleep(0.2)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "fleetwatch-tests",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    records: list[Record] = []
+    settle_until: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if settle_until is None and done(records):
+                settle_until = now + settle_s
+            if settle_until is not None and now >= settle_until:
+                return records
+            if now > deadline:
+                return records
+            for message in consumer.consume(10_000, 0.2):
+                if message.error() is None:
+                    records.append(
+                        Record(
+                            message.key(), message.value(), message.partition(), message.offset()
+                        )
+                    )
+    finally:
+        consumer.close()
