@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: ratios against a baseline run side by side on the same machine."""

@@ -1,0 +1,144 @@
+"""Bridge throughput: dataflows.bridge vs a bare paho -> confluent-kafka forwarder.
+
+``python -m benchmarks.bridge [--messages N]``. For each contender: create its persistent
+MQTT session, stop it, publish N messages (Mosquitto queues them for the offline session),
+start it again and measure how fast it drains them into Kafka, from the producer timestamps
+of the first and last record. Every message must arrive (zero loss), or the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.mqtt_publisher import publish_paced
+from fleetwatch.localbrokers import LocalBrokers, local_brokers
+from fleetwatch.settings import MqttUrl
+from fleetwatch.simulator import FleetConfig, FleetSimulator
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTENDERS = {
+    "bridge (bytewax)": [sys.executable, "-m", "bytewax.run", "dataflows.bridge"],
+    "bare forwarder": [sys.executable, "-m", "benchmarks.bare_forwarder"],
+}
+
+
+def _env(brokers: LocalBrokers, name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env.update(
+        FLEET_MQTT_URL=brokers.mqtt_url,
+        FLEET_MQTT_PROTOCOL=brokers.mqtt_protocol,
+        FLEET_MQTT_TOPIC=f"{name}/+/telemetry",
+        FLEET_MQTT_SHARE_GROUP="",
+        FLEET_MQTT_CLIENT_ID=f"{name}-client",
+        FLEET_KAFKA_BROKERS=brokers.kafka_brokers,
+        FLEET_TOPIC_TELEMETRY=f"{name}.telemetry",
+        FLEET_TOPIC_DLQ=f"{name}.dlq",
+        FLEET_TOPIC_PARTITIONS="8",
+    )
+    return env
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while '"event": "mqtt_subscribed"' not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{command} did not subscribe; see {log}")
+        time.sleep(0.05)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _drain_span(bootstrap: str, topic: str, expected: int, timeout_s: float) -> tuple[int, float]:
+    """Count records on ``topic``; return (count, seconds between first and last produce)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    while topic not in admin.list_topics(timeout=10).topics:
+        time.sleep(0.1)
+    partitions = admin.list_topics(timeout=10).topics[topic].partitions
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    count, first, last = 0, None, None
+    deadline = time.monotonic() + timeout_s
+    while count < expected and time.monotonic() < deadline:
+        for message in consumer.consume(10_000, 0.5):
+            if message.error() is None:
+                count += 1
+                stamp = message.timestamp()[1]
+                first = stamp if first is None else min(first, stamp)
+                last = stamp if last is None else max(last, stamp)
+    consumer.close()
+    span = ((last or 0) - (first or 0)) / 1000
+    return count, span
+
+
+def run(messages: int, trucks: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="fleetwatch-bench-") as tmp,
+        local_brokers(Path(tmp)) as brokers,
+    ):
+        for index, (label, command) in enumerate(CONTENDERS.items()):
+            name = f"bench{index}"
+            env = _env(brokers, name)
+            log = Path(tmp) / f"{name}.log"
+            _stop(_start(command, env, log))  # creates the persistent session
+            config = FleetConfig(
+                trucks=trucks, seed=9, topic_template=f"{name}/{{truck_id}}/telemetry"
+            )
+            batch = [(m.topic, m.payload) for m in FleetSimulator(config).messages(messages)]
+            publish_paced(MqttUrl.parse(brokers.mqtt_url), brokers.mqtt_protocol, batch, rate=0)
+            process = _start(command, env, log)
+            try:
+                count, span = _drain_span(brokers.kafka_brokers, f"{name}.telemetry", messages, 300)
+            finally:
+                _stop(process)
+            if count < messages:
+                raise RuntimeError(f"{label}: only {count} of {messages} messages arrived")
+            results[label] = {
+                "messages": count,
+                "seconds": round(span, 3),
+                "per_second": round(count / span),
+            }
+            print(
+                f"{label:20s} {count} messages in {span:6.2f} s = {count / span:8.0f}/s", flush=True
+            )
+    bridge, bare = results["bridge (bytewax)"], results["bare forwarder"]
+    ratio = bridge["per_second"] / bare["per_second"]
+    print(f"ratio bridge / bare forwarder: {ratio:.2f}")
+    results["ratio"] = {"bridge_over_bare": round(ratio, 3)}
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bridge", description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--trucks", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "bridge.json")
+    args = parser.parse_args(argv)
+    results = run(args.messages, args.trucks)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Telemetry decoding: json vs orjson vs msgspec, and the full validation on top.
+
+``python -m benchmarks.decoders``. Prints decodes per second and the ratio to ``json``.
+"""
+
+from __future__ import annotations
+
+import json
+import timeit
+from collections.abc import Callable
+
+import msgspec
+import orjson
+
+from domain.readings import parse_reading
+
+PAYLOAD = (
+    b'{"event_id":"T00042-000001234","truck_id":"T00042","ts":"2026-11-24T10:15:03.120Z",'
+    b'"speed_kmh":93.4,"lat":52.5123,"lon":13.4012,"fw":"2.4.1"}'
+)
+
+
+def rate(function: Callable[[], object], number: int = 100_000) -> float:
+    best = min(timeit.repeat(function, number=number, repeat=5))
+    return number / best
+
+
+def main() -> dict[str, float]:
+    decoder = msgspec.json.Decoder()
+    results = {
+        "json.loads": rate(lambda: json.loads(PAYLOAD)),
+        "orjson.loads": rate(lambda: orjson.loads(PAYLOAD)),
+        "msgspec decode": rate(lambda: decoder.decode(PAYLOAD)),
+        "parse_reading (msgspec + validation)": rate(lambda: parse_reading(PAYLOAD, "T00042")),
+    }
+    baseline = results["json.loads"]
+    for name, per_second in results.items():
+        print(f"{name:40s} {per_second / 1e6:6.2f} M/s   {per_second / baseline:5.2f}x json")
+    return results
+
+
+if __name__ == "__main__":
+    main()
