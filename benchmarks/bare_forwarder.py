@@ -49,7 +49,7 @@ def main() -> None:
         if isinstance(outcome, Reading):
             value, topic = encode_canonical(outcome), settings.topic_telemetry
         else:
-            value, topic = message.payload, settings.topic_dlq
+            value, topic = payload, settings.topic_dlq
         while True:
             try:
                 producer.produce(topic, value, on_delivery=acked)
