@@ -37,9 +37,8 @@ def main() -> None:
     stop = threading.Event()
 
     def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        outcome = parse_reading(
-            message.payload, truck_id_from_topic(message.topic, sub.topic_filter)
-        )
+        payload = bytes(message.payload)
+        outcome = parse_reading(payload, truck_id_from_topic(message.topic, sub.topic_filter))
         mid, qos = message.mid, message.qos
 
         def acked(error: KafkaError | None, _msg: Message) -> None:
