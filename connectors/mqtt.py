@@ -5,7 +5,8 @@ that joins the shared subscription ``$share/<group>/<filter>``, so the broker sp
 messages over workers and keeps unacknowledged ones for the session. A message is
 acknowledged to the broker only when downstream calls ``MqttMessage.ack`` (paho's
 ``manual_ack``), i.e. after Kafka confirmed it; until then the broker redelivers it after
-any crash. Nothing here blocks ``next_batch``: paho's network thread fills a deque.
+any crash. Nothing here blocks ``next_batch``: paho's network thread fills a deque. On a
+graceful stop (SIGTERM) a worker leaves the share group cleanly: see ``_left_group``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from fleetwatch.shutdown import shutdown_requested
 log = structlog.get_logger(__name__)
 
 _MAX_BATCH = 5_000
+_QUIET_BEFORE_LEAVING_S = 0.5
+_MAX_LEAVING_S = 10.0
 
 
 def wall_clock_ms() -> int:
@@ -134,12 +137,16 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         self._connection = 0
         self._unacked = 0
         self._lock = threading.Condition()
+        self._last_message_at = time.monotonic()
+        self._leaving_since: float | None = None
+        self._unsubscribed = threading.Event()
         self._log = log.bind(client_id=client_id, subscription=sub.subscription)
         self._client, properties = new_client(sub, client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_unsubscribe = lambda *_args: self._unsubscribed.set()
         self._client.connect_async(
             sub.url.host,
             sub.url.port,
@@ -158,7 +165,8 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         with self._lock:
             self._connection += 1
         self._log.info("mqtt_connected", session_present=bool(flags.session_present))
-        client.subscribe(self._sub.subscription, qos=1)
+        if self._leaving_since is None:
+            client.subscribe(self._sub.subscription, qos=1)
 
     def _on_subscribe(
         self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any
@@ -180,6 +188,7 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
             with self._lock:
                 self._unacked += 1
             ack = _Ack(self, client, message.mid, message.qos, self._connection)
+        self._last_message_at = time.monotonic()
         self._inbox.append(MqttMessage(message.topic, bytes(message.payload), self._now_ms(), ack))
 
     def acknowledge(self, client: mqtt.Client, mid: int, qos: int, connection: int) -> None:
@@ -191,21 +200,43 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
 
     def next_batch(self) -> list[MqttMessage]:
         inbox = self._inbox
-        if not inbox and shutdown_requested():
+        if shutdown_requested() and not inbox and self._left_group():
             raise StopIteration
         count = min(len(inbox), _MAX_BATCH)
         return [inbox.popleft() for _ in range(count)]
 
+    def _left_group(self) -> bool:
+        """Leave the shared subscription, then report when nothing more can arrive.
+
+        Brokers (Mosquitto included) keep assigning shared-subscription messages to offline
+        persistent members, so a worker that stopped while still subscribed would hoard its
+        share until it came back. A graceful stop therefore unsubscribes first and keeps
+        reading until the broker has been quiet for a moment.
+        """
+        now = time.monotonic()
+        if self._leaving_since is None:
+            self._leaving_since = now
+            self._client.unsubscribe(self._sub.subscription)
+            self._log.info("mqtt_leaving")
+            return False
+        quiet = now - self._last_message_at >= _QUIET_BEFORE_LEAVING_S
+        waited_too_long = now - self._leaving_since >= _MAX_LEAVING_S
+        return (self._unsubscribed.is_set() and quiet) or waited_too_long
+
     def close(self, ack_timeout_s: float = 10.0) -> None:
-        # Give Kafka's confirmations of the last batches time to arrive, so a graceful stop
-        # does not make the broker redeliver them. Whatever is still unacknowledged after
-        # that is redelivered on restart: duplicates, never loss.
+        # Give Kafka's confirmations of the last records time to arrive. If every message was
+        # acknowledged, the session is ended (expiry 0): a clean leave, nothing left behind.
+        # Otherwise it is kept, and the broker redelivers the rest when this client returns.
         with self._lock:
             self._lock.wait_for(lambda: self._unacked <= 0, timeout=ack_timeout_s)
             unacked = self._unacked
-        self._client.disconnect()
+        properties = None
+        if unacked == 0 and self._sub.protocol == "5" and self._unsubscribed.is_set():
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0
+        self._client.disconnect(properties=properties)
         self._client.loop_stop()
-        self._log.info("mqtt_closed", unacknowledged=unacked)
+        self._log.info("mqtt_closed", unacknowledged=unacked, session_ended=properties is not None)
 
 
 class _Ack:

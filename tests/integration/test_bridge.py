@@ -110,3 +110,39 @@ def test_two_processes_share_the_subscription(namespace: Namespace, logs: Path) 
         if e.get("event") == "mqtt_subscribed"
     }
     assert client_ids == {f"{namespace.name}-bridge-0", f"{namespace.name}-bridge-1"}
+
+
+def test_graceful_stop_leaves_the_share_group(namespace: Namespace, logs: Path) -> None:
+    """Two independent bridge processes (own client ids, one share group); after one stops
+    with SIGTERM the broker must not assign it messages any more (Mosquitto would queue them
+    for its offline session until it came back)."""
+    messages = simulate(namespace, 2_000, seed=8)
+    before, after = messages[:1_000], messages[1_000:]
+    bridges = [
+        FlowProcess(
+            "dataflows.bridge",
+            namespace.env(FLEET_MQTT_CLIENT_ID=f"{namespace.name}-pod-{i}"),
+            logs / f"bridge-{i}.log",
+        ).start()
+        for i in range(2)
+    ]
+    try:
+        for bridge in bridges:
+            bridge.wait_for_event("mqtt_subscribed")
+        publish(namespace, before)
+        assert bridges[1].stop() == 0
+        closed = [e for e in bridges[1].log_events() if e.get("event") == "mqtt_closed"]
+        assert closed
+        assert closed[0]["session_ended"] is True
+        publish(namespace, after)
+        expected = {m.reading.event_id for m in messages if m.reading is not None}
+        telemetry = consume_until(
+            namespace.brokers.kafka_brokers,
+            namespace.topic("telemetry"),
+            lambda r: {x.json()["event_id"] for x in r} >= expected,
+            timeout_s=30,
+        )
+    finally:
+        for bridge in bridges:
+            bridge.stop()
+    assert {r.json()["event_id"] for r in telemetry} == expected
