@@ -6,7 +6,8 @@ messages over workers and keeps unacknowledged ones for the session. A message i
 acknowledged to the broker only when downstream calls ``MqttMessage.ack`` (paho's
 ``manual_ack``), i.e. after Kafka confirmed it; until then the broker redelivers it after
 any crash. Nothing here blocks ``next_batch``: paho's network thread fills a deque. On a
-graceful stop (SIGTERM) a worker leaves the share group cleanly: see ``_left_group``.
+graceful stop (SIGTERM) a worker keeps its session, unless it is retiring: see
+``_ready_to_stop``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class MqttSubscription:
     receive_maximum: int = 1_000
     ca_file: str | None = None
     keepalive_s: int = 30
+    leave_on_stop: bool = False
 
     @property
     def subscription(self) -> str:
@@ -200,19 +202,22 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
 
     def next_batch(self) -> list[MqttMessage]:
         inbox = self._inbox
-        if shutdown_requested() and not inbox and self._left_group():
+        if shutdown_requested() and not inbox and self._ready_to_stop():
             raise StopIteration
         count = min(len(inbox), _MAX_BATCH)
         return [inbox.popleft() for _ in range(count)]
 
-    def _left_group(self) -> bool:
-        """Leave the shared subscription, then report when nothing more can arrive.
+    def _ready_to_stop(self) -> bool:
+        """By default a stopping worker keeps its session and subscription: the broker queues
+        its share while it is away, so even stopping every bridge loses nothing.
 
-        Brokers (Mosquitto included) keep assigning shared-subscription messages to offline
-        persistent members, so a worker that stopped while still subscribed would hoard its
-        share until it came back. A graceful stop therefore unsubscribes first and keeps
-        reading until the broker has been quiet for a moment.
+        A retiring worker (``leave_on_stop``) must instead leave the share group: brokers,
+        Mosquitto included, keep assigning shared-subscription messages to an offline
+        member's session, which would hoard them until it expired. It unsubscribes, then
+        keeps reading until the broker has been quiet for a moment.
         """
+        if not self._sub.leave_on_stop:
+            return True
         now = time.monotonic()
         if self._leaving_since is None:
             self._leaving_since = now
@@ -224,9 +229,10 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         return (self._unsubscribed.is_set() and quiet) or waited_too_long
 
     def close(self, ack_timeout_s: float = 10.0) -> None:
-        # Give Kafka's confirmations of the last records time to arrive. If every message was
-        # acknowledged, the session is ended (expiry 0): a clean leave, nothing left behind.
-        # Otherwise it is kept, and the broker redelivers the rest when this client returns.
+        # Give Kafka's confirmations of the last records time to arrive. A retiring worker
+        # that got every message acknowledged ends its session (expiry 0): nothing is left
+        # behind. Otherwise the session stays, and the broker redelivers what is
+        # unacknowledged, and what it queued meanwhile, when this client id returns.
         with self._lock:
             self._lock.wait_for(lambda: self._unacked <= 0, timeout=ack_timeout_s)
             unacked = self._unacked

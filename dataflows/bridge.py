@@ -104,6 +104,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         session_expiry_s=settings.mqtt_session_expiry_s,
         receive_maximum=settings.mqtt_receive_maximum,
         ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+        leave_on_stop=settings.mqtt_leave_on_stop,
     )
     routes = BridgeRoutes(settings.mqtt_topic, settings.topic_telemetry, settings.topic_dlq)
     # Asynchronous confirmation: each record's MQTT ack is its delivery callback.

@@ -72,6 +72,7 @@ class Settings:
     mqtt_session_expiry_s: int
     mqtt_receive_maximum: int
     mqtt_ca_file: Path | None
+    mqtt_leave_on_stop: bool
     kafka_brokers: tuple[str, ...]
     kafka_tail: bool
     kafka_properties: Mapping[str, str]
@@ -111,6 +112,7 @@ class Settings:
                 "FLEET_MQTT_RECEIVE_MAXIMUM", "1000", _int_between(1, 65535)
             ),
             mqtt_ca_file=env.get_optional("FLEET_MQTT_CA_FILE", Path),
+            mqtt_leave_on_stop=env.get("FLEET_MQTT_LEAVE_ON_STOP", "false", _boolean),
             kafka_brokers=env.get("FLEET_KAFKA_BROKERS", "127.0.0.1:9092", _brokers),
             kafka_tail=env.get("FLEET_KAFKA_TAIL", "true", _boolean),
             kafka_properties=kafka_properties,

@@ -112,16 +112,19 @@ def test_two_processes_share_the_subscription(namespace: Namespace, logs: Path) 
     assert client_ids == {f"{namespace.name}-bridge-0", f"{namespace.name}-bridge-1"}
 
 
-def test_graceful_stop_leaves_the_share_group(namespace: Namespace, logs: Path) -> None:
-    """Two independent bridge processes (own client ids, one share group); after one stops
-    with SIGTERM the broker must not assign it messages any more (Mosquitto would queue them
-    for its offline session until it came back)."""
+def test_retiring_worker_leaves_the_share_group(namespace: Namespace, logs: Path) -> None:
+    """Two independent bridge processes (own client ids, one share group); after a retiring
+    one stops with SIGTERM the broker must not assign it messages any more (Mosquitto would
+    queue them for its offline session until it came back)."""
     messages = simulate(namespace, 2_000, seed=8)
     before, after = messages[:1_000], messages[1_000:]
     bridges = [
         FlowProcess(
             "dataflows.bridge",
-            namespace.env(FLEET_MQTT_CLIENT_ID=f"{namespace.name}-pod-{i}"),
+            namespace.env(
+                FLEET_MQTT_CLIENT_ID=f"{namespace.name}-pod-{i}",
+                FLEET_MQTT_LEAVE_ON_STOP="true" if i == 1 else "false",
+            ),
             logs / f"bridge-{i}.log",
         ).start()
         for i in range(2)
@@ -145,4 +148,28 @@ def test_graceful_stop_leaves_the_share_group(namespace: Namespace, logs: Path) 
     finally:
         for bridge in bridges:
             bridge.stop()
+    assert {r.json()["event_id"] for r in telemetry} == expected
+
+
+def test_stopping_the_only_bridge_loses_nothing(namespace: Namespace, logs: Path) -> None:
+    """A graceful stop keeps the session: what is published while no bridge runs is queued
+    by the broker and delivered when the bridge is back."""
+    messages = simulate(namespace, 1_000, seed=9)
+    before, during = messages[:500], messages[500:]
+    bridge = FlowProcess("dataflows.bridge", namespace.env(), logs / "bridge.log").start()
+    bridge.wait_for_event("mqtt_subscribed")
+    publish(namespace, before)
+    assert bridge.stop() == 0
+    publish(namespace, during)
+    bridge = FlowProcess("dataflows.bridge", namespace.env(), logs / "bridge.log").start()
+    expected = {m.reading.event_id for m in messages if m.reading is not None}
+    try:
+        telemetry = consume_until(
+            namespace.brokers.kafka_brokers,
+            namespace.topic("telemetry"),
+            lambda r: {x.json()["event_id"] for x in r} >= expected,
+            timeout_s=30,
+        )
+    finally:
+        bridge.stop()
     assert {r.json()["event_id"] for r in telemetry} == expected
