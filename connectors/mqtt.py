@@ -62,7 +62,7 @@ class MqttSubscription:
     client_id: str
     protocol: str = "5"
     session_expiry_s: int = 86_400
-    receive_maximum: int = 1_000
+    receive_maximum: int = 10_000
     ca_file: str | None = None
     keepalive_s: int = 30
     leave_on_stop: bool = False
@@ -137,8 +137,10 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         # the broker redelivers unacknowledged messages, possibly reusing packet ids, so an
         # ack from an older connection could acknowledge a different, unstored message.
         self._connection = 0
-        self._unacked = 0
-        self._lock = threading.Condition()
+        # Written by one thread each (paho's network thread / Kafka's delivery thread), so the
+        # difference is the number of messages awaiting acknowledgement without a lock.
+        self._received = 0
+        self._acknowledged = 0
         self._last_message_at = time.monotonic()
         self._leaving_since: float | None = None
         self._unsubscribed = threading.Event()
@@ -164,8 +166,7 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         if reason.is_failure:
             self._log.error("mqtt_connect_refused", reason=str(reason))
             return
-        with self._lock:
-            self._connection += 1
+        self._connection += 1
         self._log.info("mqtt_connected", session_present=bool(flags.session_present))
         if self._leaving_since is None:
             client.subscribe(self._sub.subscription, qos=1)
@@ -187,18 +188,15 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         ack = _NO_ACK
         if message.qos > 0:
-            with self._lock:
-                self._unacked += 1
+            self._received += 1
             ack = _Ack(self, client, message.mid, message.qos, self._connection)
         self._last_message_at = time.monotonic()
         self._inbox.append(MqttMessage(message.topic, bytes(message.payload), self._now_ms(), ack))
 
     def acknowledge(self, client: mqtt.Client, mid: int, qos: int, connection: int) -> None:
-        with self._lock:
-            if connection == self._connection:
-                client.ack(mid, qos)
-            self._unacked -= 1
-            self._lock.notify_all()
+        if connection == self._connection:
+            client.ack(mid, qos)
+        self._acknowledged += 1
 
     def next_batch(self) -> list[MqttMessage]:
         inbox = self._inbox
@@ -233,9 +231,10 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         # that got every message acknowledged ends its session (expiry 0): nothing is left
         # behind. Otherwise the session stays, and the broker redelivers what is
         # unacknowledged, and what it queued meanwhile, when this client id returns.
-        with self._lock:
-            self._lock.wait_for(lambda: self._unacked <= 0, timeout=ack_timeout_s)
-            unacked = self._unacked
+        deadline = time.monotonic() + ack_timeout_s
+        while self._received > self._acknowledged and time.monotonic() < deadline:
+            time.sleep(0.01)
+        unacked = self._received - self._acknowledged
         properties = None
         if unacked == 0 and self._sub.protocol == "5" and self._unsubscribed.is_set():
             properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]

@@ -13,18 +13,26 @@ import paho.mqtt.client as mqtt
 from connectors.mqtt import MqttSubscription, new_client
 from fleetwatch.settings import MqttUrl
 
+_MAX_OUTSTANDING = 50_000
+
 
 class MqttPublisher:
     """A connected QoS 1 publisher that counts the broker's acknowledgements."""
 
-    def __init__(self, url: MqttUrl, protocol: str = "5", client_id: str | None = None) -> None:
-        sub = MqttSubscription(
-            url, "#", "", client_id or f"fleetwatch-sim-{uuid.uuid4().hex[:8]}", protocol
-        )
+    def __init__(
+        self,
+        url: MqttUrl,
+        protocol: str = "5",
+        client_id: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        client_id = client_id or f"fleetwatch-sim-{uuid.uuid4().hex[:8]}"
+        sub = MqttSubscription(url, "#", "", client_id, protocol, ca_file=ca_file)
         self._client, properties = new_client(sub, sub.client_id, manual_ack=False)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._acked = 0
+        self._published = 0
         self._cond = threading.Condition()
         self._connected = threading.Event()
         self._client.on_publish = self._on_publish
@@ -47,6 +55,15 @@ class MqttPublisher:
         return self._acked
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Queue one message; blocks while too many await the broker's acknowledgement
+        (packet ids are 16-bit, so at most 65,535 can be outstanding)."""
+        if qos > 0:
+            with self._cond:
+                if self._published - self._acked >= _MAX_OUTSTANDING:
+                    self._cond.wait_for(
+                        lambda: self._published - self._acked < _MAX_OUTSTANDING, 60
+                    )
+            self._published += 1
         info = self._client.publish(topic, payload, qos=qos)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise RuntimeError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")

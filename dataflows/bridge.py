@@ -46,6 +46,11 @@ class BridgeRoutes:
     telemetry_topic: str
     dlq_topic: str
 
+    def route_batch(self, messages: list[MqttMessage]) -> list[OutboundRecord]:
+        """Route a batch: one Python call per batch, not per message."""
+        route = self.route_message
+        return [route(message) for message in messages]
+
     def route_message(self, message: MqttMessage) -> OutboundRecord:
         """A valid reading goes to telemetry in canonical form; anything else to the DLQ."""
         topic_truck = truck_id_from_topic(message.topic, self.topic_filter)
@@ -76,7 +81,7 @@ def build_flow(
     (and whose MQTT connection must acknowledge it)."""
     flow = Dataflow("bridge")
     messages = op.input("mqtt_source", flow, source)  # MqttMessage
-    records = op.map("route_message", messages, routes.route_message)  # OutboundRecord
+    records = op.flat_map_batch("route_batch", messages, routes.route_batch)  # OutboundRecord
     op.output("kafka_sink", records, sink)
     return flow
 

@@ -9,6 +9,7 @@ is stopped when the context exits, on errors and Ctrl-C included.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 # bounded by bytes instead, and persistence so a restarted broker keeps sessions.
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
+user {user}
 allow_anonymous true
 persistence true
 persistence_location {data_dir}/
@@ -115,7 +117,7 @@ class BrokerProcess:
 def mosquitto_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
     port = port or free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port, data_dir=workdir))
+    conf.write_text(MOSQUITTO_CONF.format(port=port, data_dir=workdir, user=current_user()))
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     return BrokerProcess("mosquitto", [binary, "-c", str(conf)], port, workdir)
 
@@ -126,6 +128,12 @@ def amqtt_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
     conf.write_text(AMQTT_CONF.format(port=port))
     binary = str(Path(sys.executable).with_name("amqtt"))
     return BrokerProcess("amqtt", [binary, "-c", str(conf)], port, workdir)
+
+
+def current_user() -> str:
+    """Run Mosquitto as ourselves: started as root it would otherwise switch to the user
+    'mosquitto', which cannot write to our (private) working directory."""
+    return getpass.getuser()
 
 
 def mosquitto_available() -> bool:

@@ -109,7 +109,7 @@ class Settings:
                 "FLEET_MQTT_SESSION_EXPIRY_S", "86400", _int_between(0, 2**32 - 1)
             ),
             mqtt_receive_maximum=env.get(
-                "FLEET_MQTT_RECEIVE_MAXIMUM", "1000", _int_between(1, 65535)
+                "FLEET_MQTT_RECEIVE_MAXIMUM", "10000", _int_between(1, 65535)
             ),
             mqtt_ca_file=env.get_optional("FLEET_MQTT_CA_FILE", Path),
             mqtt_leave_on_stop=env.get("FLEET_MQTT_LEAVE_ON_STOP", "false", _boolean),
