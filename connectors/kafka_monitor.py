@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -29,7 +30,11 @@ class TopicTally:
         return self
 
     def _assignments(self) -> list[TopicPartition]:
-        metadata = AdminClient({"bootstrap.servers": self._bootstrap}).list_topics(timeout=10)
+        admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        metadata = admin.list_topics(timeout=10)
+        while not self._stop.is_set() and not all(t in metadata.topics for t in self._topics):
+            time.sleep(0.2)  # the flows create their topics when they start
+            metadata = admin.list_topics(timeout=10)
         return [
             TopicPartition(topic, partition, 0)
             for topic in self._topics

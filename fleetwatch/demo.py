@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -78,7 +79,10 @@ def _wait_for_log(
 
 
 def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
-    workdir.mkdir(parents=True, exist_ok=True)
+    # A fresh run: old logs would satisfy the start-up checks below, old broker state would
+    # replay an earlier run's sessions.
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     print(f"fleetwatch demo: {trucks} trucks, {rate:.0f} msgs/s for {duration_s:.0f} s")
     print(f"  logs in {workdir}/")
     with local_brokers(workdir / "brokers") as brokers:
