@@ -200,3 +200,16 @@ def consume_until(
                     )
     finally:
         consumer.close()
+
+
+def consume_readings(
+    bootstrap: str, topic: str, expected_ids: set[str], timeout_s: float = 60.0
+) -> list[Record]:
+    """Read ``topic`` until every expected event_id arrived (or the timeout), plus a moment
+    for extra copies; the caller asserts on what came back."""
+    return consume_until(
+        bootstrap,
+        topic,
+        lambda records: {str(r.json()["event_id"]) for r in records} >= expected_ids,
+        timeout_s=timeout_s,
+    )

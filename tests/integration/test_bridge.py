@@ -15,6 +15,7 @@ from tests.integration.flows import (
     Namespace,
     cluster_addresses,
     cluster_args,
+    consume_readings,
     consume_until,
 )
 
@@ -94,10 +95,8 @@ def test_two_processes_share_the_subscription(namespace: Namespace, logs: Path) 
         for bridge in bridges:
             bridge.wait_for_event("mqtt_subscribed")
         publish(namespace, messages)
-        telemetry = consume_until(
-            namespace.brokers.kafka_brokers,
-            namespace.topic("telemetry"),
-            lambda r: {x.json()["event_id"] for x in r} >= valid_ids,
+        telemetry = consume_readings(
+            namespace.brokers.kafka_brokers, namespace.topic("telemetry"), valid_ids
         )
     finally:
         for bridge in bridges:
@@ -139,11 +138,8 @@ def test_retiring_worker_leaves_the_share_group(namespace: Namespace, logs: Path
         assert closed[0]["session_ended"] is True
         publish(namespace, after)
         expected = {m.reading.event_id for m in messages if m.reading is not None}
-        telemetry = consume_until(
-            namespace.brokers.kafka_brokers,
-            namespace.topic("telemetry"),
-            lambda r: {x.json()["event_id"] for x in r} >= expected,
-            timeout_s=30,
+        telemetry = consume_readings(
+            namespace.brokers.kafka_brokers, namespace.topic("telemetry"), expected, timeout_s=30
         )
     finally:
         for bridge in bridges:
@@ -164,11 +160,8 @@ def test_stopping_the_only_bridge_loses_nothing(namespace: Namespace, logs: Path
     bridge = FlowProcess("dataflows.bridge", namespace.env(), logs / "bridge.log").start()
     expected = {m.reading.event_id for m in messages if m.reading is not None}
     try:
-        telemetry = consume_until(
-            namespace.brokers.kafka_brokers,
-            namespace.topic("telemetry"),
-            lambda r: {x.json()["event_id"] for x in r} >= expected,
-            timeout_s=30,
+        telemetry = consume_readings(
+            namespace.brokers.kafka_brokers, namespace.topic("telemetry"), expected, timeout_s=30
         )
     finally:
         bridge.stop()

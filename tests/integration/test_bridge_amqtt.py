@@ -16,7 +16,7 @@ from connectors.mqtt_publisher import publish_paced
 from fleetwatch.localbrokers import LocalBrokers, amqtt_broker
 from fleetwatch.settings import MqttUrl
 from fleetwatch.simulator import FleetConfig, FleetSimulator
-from tests.integration.flows import FlowProcess, Namespace, consume_until
+from tests.integration.flows import FlowProcess, Namespace, consume_readings, consume_until
 
 
 @pytest.fixture
@@ -43,11 +43,8 @@ def test_bridge_on_amqtt_delivers_everything(amqtt_namespace: Namespace, logs: P
     try:
         bridge.wait_for_event("mqtt_subscribed")
         publish_paced(url, "3.1.1", [(m.topic, m.payload) for m in messages], 0)
-        telemetry = consume_until(
-            namespace.brokers.kafka_brokers,
-            namespace.topic("telemetry"),
-            lambda r: {x.json()["event_id"] for x in r} >= expected,
-            timeout_s=60,
+        telemetry = consume_readings(
+            namespace.brokers.kafka_brokers, namespace.topic("telemetry"), expected, timeout_s=60
         )
         dlq = consume_until(
             namespace.brokers.kafka_brokers, namespace.topic("dlq"), lambda r: len(r) >= bad

@@ -14,7 +14,7 @@ from connectors.mqtt_publisher import MqttPublisher, publish_paced
 from fleetwatch.settings import MqttUrl
 from fleetwatch.simulator import FleetConfig, FleetSimulator
 from tests.builders import payload
-from tests.integration.flows import FlowProcess, Namespace, consume_until
+from tests.integration.flows import FlowProcess, Namespace, consume_readings, consume_until
 from tests.integration.reports import report
 
 
@@ -51,12 +51,11 @@ def test_kill_9_loses_nothing(
     publisher.join(timeout=120)
     assert published == [len(messages)], "the broker acknowledged every publish"
     try:
-        telemetry = consume_until(
+        telemetry = consume_readings(
             namespace.brokers.kafka_brokers,
             namespace.topic("telemetry"),
-            lambda r: {x.json()["event_id"] for x in r} >= expected_ids,
+            expected_ids,
             timeout_s=90,
-            settle_s=2.0,
         )
     finally:
         bridge.stop()
