@@ -8,6 +8,7 @@ timestamp, value ranges, and finally the truck id against the MQTT topic's.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -82,6 +83,57 @@ def encode_canonical(reading: Reading) -> bytes:
             reading.lon,
         )
     )
+
+
+_CANONICAL_DECODER = msgspec.json.Decoder(_CanonicalReading)
+
+
+def decode_canonical(payload: bytes) -> Reading | Rejection:
+    """Decode a reading from ``fleet.telemetry``: a fast path for the canonical form the
+    bridge writes, and the full validation of ``parse_reading`` for anything else (another
+    producer may write to the topic), so the outcome is the same either way."""
+    try:
+        canonical = _CANONICAL_DECODER.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return parse_reading(payload)
+    ts_ms = _canonical_ts_ms(canonical.ts)
+    if (
+        ts_ms is None
+        or not 1 <= len(canonical.event_id) <= MAX_EVENT_ID_CHARS
+        or _TRUCK_ID.match(canonical.truck_id) is None
+        or _range_problem(canonical.speed_kmh, canonical.lat, canonical.lon) is not None
+        or len(payload) > MAX_PAYLOAD_BYTES
+    ):
+        return parse_reading(payload)
+    return Reading(
+        canonical.event_id,
+        canonical.truck_id,
+        ts_ms,
+        canonical.speed_kmh,
+        canonical.lat,
+        canonical.lon,
+    )
+
+
+def _canonical_ts_ms(ts: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` to epoch ms via a cached minute; None if not that form."""
+    if len(ts) != 24 or ts[10] != "T" or ts[19] != "." or ts[23] != "Z" or ts[16] != ":":
+        return None
+    seconds, millis = ts[17:19], ts[20:23]
+    if not (seconds.isdigit() and millis.isdigit()) or int(seconds) > 59:
+        return None
+    minute_ms = _minute_ms(ts[:16])
+    if minute_ms is None:
+        return None
+    return minute_ms + int(seconds) * 1000 + int(millis)
+
+
+@functools.lru_cache(maxsize=8192)
+def _minute_ms(minute: str) -> int | None:
+    try:
+        return parse_rfc3339_ms(minute + ":00Z")
+    except BadTimestamp:
+        return None
 
 
 def parse_reading(payload: bytes, topic_truck_id: str | None = None) -> Reading | Rejection:

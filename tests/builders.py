@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from domain.readings import Reading
 from domain.timestamps import to_epoch_ms
 
 BEGINNING = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -40,3 +41,15 @@ def payload(**overrides: Any) -> bytes:
 
 _DROP = object()
 DROP: Any = _DROP
+
+
+def reading(
+    truck: str = "T1",
+    *,
+    at: datetime = BEGINNING,
+    speed: float = 95.0,
+    event_id: str | None = None,
+) -> Reading:
+    """A reading of ``truck`` at instant ``at``; the event id defaults to truck and ms."""
+    ts_ms = to_epoch_ms(at)
+    return Reading(event_id or f"{truck}-{ts_ms}", truck, ts_ms, float(speed))

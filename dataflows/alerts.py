@@ -1,0 +1,199 @@
+"""dataflows.alerts: canonical readings on Kafka -> speeding alerts on Kafka, in event time.
+
+Input:  ``FLEET_TOPIC_TELEMETRY`` from the beginning (or the recovered offsets), every
+        partition; a record that is not a valid reading goes to ``FLEET_TOPIC_DLQ``
+        (stage ``alerts``).
+Output: ``FLEET_TOPIC_ALERTS`` (key truck_id, CONTRACT.md section 5); late readings,
+        unchanged, to ``FLEET_TOPIC_LATE``.
+Rules:  CONTRACT.md section 4, per truck, in event-time order (ties by event_id), with
+        duplicates ignored; see domain/rules.py and dataflows/speeding.py.
+Guarantee: at least once. Each batch of output is confirmed by Kafka before the flow moves
+        on, so a recovery snapshot never covers an unwritten alert; a failed delivery stops
+        the flow. Alert ids are deterministic, so consumers can drop repeats.
+Knobs:  FLEET_THRESHOLD_KMH, FLEET_VIOLATIONS, FLEET_WINDOW_S, FLEET_CRITICAL_KMH,
+        FLEET_COOLDOWN_S, FLEET_ALLOWED_LATENESS_S; FLEET_KAFKA_TAIL=false ends the flow at
+        the end of the topic, after evaluating everything pending.
+Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers, trucks over workers
+        by key; the same alerts whatever the layout. Recovery with ``-r/-s/-b``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeGuard
+
+import structlog
+from bytewax import operators as op
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.kafka import (
+    ConfirmedKafkaSink,
+    OutboundRecord,
+    check_kafka_properties,
+    ensure_topics,
+)
+from dataflows.speeding import Arrival, LateReading, Outcome, SpeedingRulesStep
+from domain.alerts import build_alert, encode_alert
+from domain.dead_letters import Stage, dead_letter
+from domain.readings import Reading, Reason, decode_canonical
+from domain.rules import RuleConfig
+from domain.timestamps import to_epoch_ms
+from fleetwatch.logs import configure_logging
+from fleetwatch.settings import Settings
+
+KafkaRecord = KafkaSourceMessage[bytes | None, bytes | None]
+KafkaItem = KafkaRecord | KafkaError[bytes | None, bytes | None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AlertTopics:
+    telemetry: str
+    alerts: str
+    late: str
+    dlq: str
+
+
+@dataclass(frozen=True)
+class TelemetryDecoder:
+    """Kafka records -> readings (with their bytes) or dead letters."""
+
+    topics: AlertTopics
+    now: Callable[[], datetime]
+
+    def decode_batch(self, records: list[KafkaItem]) -> list[Arrival | OutboundRecord]:
+        return [self.decode_record(record) for record in records]
+
+    def decode_record(self, record: KafkaItem) -> Arrival | OutboundRecord:
+        if isinstance(record, KafkaError):
+            # Only reachable with KafkaSource(raise_on_errors=False); never drop silently.
+            raise RuntimeError(f"Kafka consumer error: {record.err}")
+        value = record.value
+        if value is None:
+            return self._dead_letter(b"", Reason.SCHEMA, "record has no value")
+        outcome = decode_canonical(value)
+        if isinstance(outcome, Reading):
+            return Arrival(outcome, value)
+        return self._dead_letter(value, outcome.reason, outcome.detail, record.key)
+
+    def _dead_letter(
+        self, raw: bytes, reason: Reason, detail: str, key: bytes | None = None
+    ) -> OutboundRecord:
+        received_at = to_epoch_ms(self.now())
+        value = dead_letter(Stage.ALERTS, reason, detail, self.topics.telemetry, raw, received_at)
+        return OutboundRecord(self.topics.dlq, key, value)
+
+
+def is_arrival(item: Arrival | OutboundRecord) -> TypeGuard[Arrival]:
+    return isinstance(item, Arrival)
+
+
+def as_record(item: Arrival | OutboundRecord) -> OutboundRecord | None:
+    return item if isinstance(item, OutboundRecord) else None
+
+
+def truck_of(arrival: Arrival) -> str:
+    return arrival.reading.truck_id
+
+
+@dataclass(frozen=True)
+class OutcomeRecords:
+    """Rule outcomes -> Kafka records: alerts to the alerts topic, late readings as they came."""
+
+    topics: AlertTopics
+    now: Callable[[], datetime]
+
+    def to_record(self, keyed: tuple[str, Outcome]) -> OutboundRecord:
+        truck_id, outcome = keyed
+        if isinstance(outcome, LateReading):
+            return OutboundRecord(self.topics.late, truck_id.encode(), outcome.raw)
+        alert = build_alert(outcome, to_epoch_ms(self.now()))
+        return OutboundRecord(self.topics.alerts, truck_id.encode(), encode_alert(alert))
+
+
+def build_flow(
+    source: Source[KafkaItem],
+    sink: Sink[OutboundRecord],
+    topics: AlertTopics,
+    config: RuleConfig,
+    now: Callable[[], datetime] = utc_now,
+) -> Dataflow:
+    """The alerts flow; ``now`` is processing time (quiet trucks, detected_at, DLQ stamps)."""
+    decoder = TelemetryDecoder(topics, now)
+    rules = SpeedingRulesStep(config, now)
+    records = OutcomeRecords(topics, now)
+
+    flow = Dataflow("alerts")
+    messages = op.input("kafka_source", flow, source)  # KafkaSourceMessage
+    decoded = op.flat_map_batch(
+        "decode_batch", messages, decoder.decode_batch
+    )  # Arrival | OutboundRecord
+    split = op.branch("is_arrival", decoded, is_arrival)  # trues: Arrival, falses: dead letters
+    by_truck = op.key_on("truck_of", split.trues, truck_of)  # (truck_id, Arrival)
+    outcomes = op.stateful_batch(
+        "speeding_rules", by_truck, rules.build
+    )  # (truck_id, Detection | LateReading)
+    out = op.map("to_record", outcomes, records.to_record)  # OutboundRecord
+    dead_letters = op.filter_map("dead_letters", split.falses, as_record)  # OutboundRecord
+    everything = op.merge("merge_outputs", out, dead_letters)  # OutboundRecord
+    op.output("kafka_sink", everything, sink)
+    return flow
+
+
+def rule_config(settings: Settings) -> RuleConfig:
+    return RuleConfig(
+        threshold_kmh=settings.threshold_kmh,
+        violations=settings.violations,
+        window_ms=round(settings.window_s * 1000),
+        critical_kmh=settings.critical_kmh,
+        cooldown_ms=round(settings.cooldown_s * 1000),
+        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
+    )
+
+
+def flow_from_settings(settings: Settings) -> Dataflow:
+    """Plug the real Kafka source and sink into ``build_flow``."""
+    configure_logging()
+    structlog.get_logger("dataflows.alerts").info(
+        "starting", flow="alerts", settings=settings.redacted()
+    )
+    check_kafka_properties(settings)
+    topics = AlertTopics(
+        settings.topic_telemetry, settings.topic_alerts, settings.topic_late, settings.topic_dlq
+    )
+    ensure_topics(
+        settings.kafka_config(),
+        [topics.telemetry, topics.alerts, topics.late, topics.dlq],
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+    )
+    source = KafkaSource(
+        list(settings.kafka_brokers),
+        [topics.telemetry],
+        tail=settings.kafka_tail,
+        add_config=dict(settings.kafka_properties),
+        batch_size=5_000,
+    )
+    sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=True)
+    return build_flow(source, sink, topics, rule_config(settings))
+
+
+@functools.cache
+def _flow_from_env() -> Dataflow:
+    return flow_from_settings(Settings.from_env())
+
+
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run dataflows.alerts` looks up `flow`; built lazily (see bridge).
+    if name == "flow":
+        return _flow_from_env()
+    raise AttributeError(name)

@@ -1,0 +1,210 @@
+"""The rules of CONTRACT.md section 4, table-driven, with named instants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from domain.readings import Reading
+from domain.rules import (
+    Detection,
+    Rule,
+    RuleConfig,
+    SpeedingRules,
+    TruckState,
+    TruckTimeline,
+    Verdict,
+)
+from tests.builders import BEGINNING, minutes, reading, seconds
+
+CONFIG = RuleConfig()  # 90 km/h, 5 violations, 600 s window, 130 km/h, 600 s cooldown, 10 s
+FAST, CRUISE, CRITICAL = 95.0, 80.0, 140.0
+
+
+def evaluate_sorted(readings: list[Reading], config: RuleConfig = CONFIG) -> list[Detection]:
+    rules = SpeedingRules()
+    return [d for r in readings for d in rules.evaluate(r, config)]
+
+
+def fast_at(*offsets_s: float, speed: float = FAST) -> list[Reading]:
+    return [reading(at=BEGINNING + seconds(s), speed=speed) for s in offsets_s]
+
+
+@dataclass
+class Case:
+    readings: list[Reading]
+    expected: list[tuple[Rule, int]] = field(default_factory=list)  # (rule, covered count)
+
+
+CASES = {
+    "5 violations exactly 600 s apart fire": Case(
+        fast_at(0, 150, 300, 450, 600), [(Rule.SUSTAINED, 5)]
+    ),
+    "600.001 s apart do not": Case(fast_at(0, 150, 300, 450, 600.001)),
+    "the oldest drops out, a later one completes": Case(
+        fast_at(0, 150, 300, 450, 600.001, 601), [(Rule.SUSTAINED, 5)]
+    ),
+    "4 violations are not enough": Case(fast_at(0, 1, 2, 3)),
+    "speed equal to the threshold is never a violation": Case(fast_at(0, 1, 2, 3, 4, speed=90.0)),
+    "just over the threshold is": Case(fast_at(0, 1, 2, 3, 4, speed=90.01), [(Rule.SUSTAINED, 5)]),
+    "non-violations in between do not break a match": Case(
+        sorted(fast_at(0, 2, 4, 6, 8) + fast_at(1, 3, 5, speed=CRUISE), key=lambda r: r.ts_ms),
+        [(Rule.SUSTAINED, 5)],
+    ),
+    "speed equal to critical is not instant": Case(fast_at(0, speed=130.0)),
+    "instant fires on one reading": Case(fast_at(0, speed=CRITICAL), [(Rule.INSTANT, 1)]),
+    "instant and sustained on the same reading": Case(
+        fast_at(0, 1, 2, 3) + fast_at(4, speed=CRITICAL), [(Rule.INSTANT, 1), (Rule.SUSTAINED, 5)]
+    ),
+    "instant cooldown: a second spike within 600 s is quiet": Case(
+        fast_at(0, 599.999, speed=CRITICAL), [(Rule.INSTANT, 1)]
+    ),
+    "instant cooldown ends at window_end + 600 s exactly": Case(
+        fast_at(0, 600, speed=CRITICAL), [(Rule.INSTANT, 1), (Rule.INSTANT, 1)]
+    ),
+    "instant cooldown does not silence sustained": Case(
+        fast_at(0, speed=CRITICAL) + fast_at(1, 2, 3, 4), [(Rule.INSTANT, 1), (Rule.SUSTAINED, 5)]
+    ),
+    "the set is cleared at a match, readings in cooldown are not counted": Case(
+        fast_at(0, 1, 2, 3, 4) + fast_at(*range(5, 604, 20)),
+        [(Rule.SUSTAINED, 5)],
+    ),
+    "sustained cooldown ends exactly at window_end + 600 s": Case(
+        fast_at(0, 1, 2, 3, 4) + fast_at(603.999) + fast_at(604, 605, 606, 607, 608),
+        [(Rule.SUSTAINED, 5), (Rule.SUSTAINED, 5)],
+    ),
+    "counting restarts empty after cooldown": Case(
+        fast_at(0, 1, 2, 3, 4) + fast_at(604, 605, 606, 607),
+        [(Rule.SUSTAINED, 5)],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_rules_on_sorted_readings(case: Case) -> None:
+    detections = evaluate_sorted(case.readings)
+    assert [(d.rule, len(d.readings)) for d in detections] == case.expected
+
+
+def test_a_match_covers_exactly_its_violations_in_order() -> None:
+    readings = fast_at(0, 100, 200, 300, 400)
+    [detection] = evaluate_sorted(readings)
+    assert detection.readings == tuple(readings)
+    assert detection.threshold_kmh == 90.0
+    assert detection.truck_id == "T1"
+
+
+def test_instant_reports_the_critical_limit() -> None:
+    [detection] = evaluate_sorted(fast_at(0, speed=CRITICAL))
+    assert detection.threshold_kmh == 130.0
+
+
+def test_state_is_cleared_at_a_match() -> None:
+    rules = SpeedingRules()
+    for r in fast_at(0, 1, 2, 3, 4):
+        rules.evaluate(r, CONFIG)
+    assert len(rules.violations) == 0
+    assert rules.sustained_cooldown_until is not None
+
+
+def test_violations_never_exceed_the_count_needed() -> None:
+    rules = SpeedingRules()
+    for r in fast_at(*range(0, 36_000, 7)):
+        rules.evaluate(r, CONFIG)
+        assert len(rules.violations) < CONFIG.violations
+
+
+LATENESS = CONFIG.allowed_lateness_ms
+
+
+def accept_all(timeline: TruckTimeline, readings: list[Reading]) -> list[Verdict]:
+    return [timeline.accept(r, LATENESS) for r in readings]
+
+
+def test_timeline_releases_in_event_time_order_once_behind_the_watermark() -> None:
+    timeline = TruckTimeline()
+    a, b, c = fast_at(5), fast_at(0), fast_at(30)
+    assert accept_all(timeline, a + b) == [Verdict.ACCEPTED, Verdict.ACCEPTED]
+    assert timeline.release(LATENESS) == [], "newest is 5 s, watermark -5 s: nothing behind it"
+    accept_all(timeline, c)
+    assert timeline.release(LATENESS) == b + a, "watermark 20 s: 0 s and 5 s, sorted"
+    assert [r.ts_ms for _, _, r in timeline.pending] == [c[0].ts_ms]
+
+
+def test_equal_timestamps_are_ordered_by_event_id() -> None:
+    timeline = TruckTimeline()
+    late_id = reading(at=BEGINNING, event_id="b")
+    early_id = reading(at=BEGINNING, event_id="a")
+    accept_all(timeline, [late_id, early_id, reading(at=BEGINNING + minutes(1))])
+    assert [r.event_id for r in timeline.release(LATENESS)] == ["a", "b"]
+
+
+def test_equal_timestamps_decide_which_violation_is_oldest() -> None:
+    state = TruckState()
+    readings = [reading(at=BEGINNING, event_id=e) for e in ("e", "d", "c", "b", "a")]
+    for r in [*readings, reading(at=BEGINNING + minutes(1), speed=CRUISE)]:
+        state.timeline.accept(r, LATENESS)
+    [detection] = state.evaluate_released(CONFIG)
+    assert [r.event_id for r in detection.readings] == ["a", "b", "c", "d", "e"]
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "verdict"),
+    [(-10.001, Verdict.LATE), (-10, Verdict.ACCEPTED), (-3, Verdict.ACCEPTED)],
+    ids=["older than the watermark", "at the watermark", "within lateness"],
+)
+def test_lateness_boundary(offset_s: float, verdict: Verdict) -> None:
+    timeline = TruckTimeline()
+    accept_all(timeline, fast_at(100))
+    assert timeline.accept(fast_at(100 + offset_s)[0], LATENESS) is verdict
+
+
+def test_duplicates_are_ignored_and_then_forgotten_behind_the_watermark() -> None:
+    timeline = TruckTimeline()
+    first = reading(at=BEGINNING, event_id="x")
+    assert timeline.accept(first, LATENESS) is Verdict.ACCEPTED
+    assert timeline.accept(first, LATENESS) is Verdict.DUPLICATE
+    accept_all(timeline, fast_at(60))
+    timeline.release(LATENESS)
+    assert "x" not in timeline.seen, "forgotten once the watermark passed it"
+    assert timeline.accept(first, LATENESS) is Verdict.LATE, "a resend after that is late"
+
+
+def test_a_duplicate_cannot_complete_a_match() -> None:
+    state = TruckState()
+    four = fast_at(0, 1, 2, 3)
+    for r in [*four, four[0], four[1], reading(at=BEGINNING + minutes(1), speed=CRUISE)]:
+        state.timeline.accept(r, LATENESS)
+    assert state.evaluate_released(CONFIG) == []
+
+
+def test_flush_releases_everything_and_later_older_readings_are_late() -> None:
+    timeline = TruckTimeline()
+    accept_all(timeline, fast_at(0, 5))
+    assert len(timeline.release(LATENESS, flush=True)) == 2
+    assert timeline.pending == []
+    assert timeline.accept(fast_at(4)[0], LATENESS) is Verdict.LATE, "behind what was evaluated"
+    assert timeline.accept(fast_at(6)[0], LATENESS) is Verdict.ACCEPTED
+
+
+def test_state_stays_small_over_a_long_run() -> None:
+    state = TruckState()
+    for r in fast_at(*range(0, 86_400, 3)):
+        state.timeline.accept(r, LATENESS)
+        state.evaluate_released(CONFIG)
+        assert state.entries() < 20
+    state.evaluate_released(CONFIG, flush=True)
+    assert len(state.timeline.seen) <= 1
+    assert state.timeline.pending == []
+
+
+def test_snapshot_copy_is_independent() -> None:
+    state = TruckState()
+    state.timeline.accept(fast_at(0)[0], LATENESS)
+    copy = state.copy()
+    state.timeline.accept(fast_at(1)[0], LATENESS)
+    state.rules.violations.append(fast_at(2)[0])
+    assert len(copy.timeline.pending) == 1
+    assert len(copy.timeline.seen) == 1
+    assert len(copy.rules.violations) == 0
