@@ -108,6 +108,8 @@ def test_abort_and_resume_from_recovery_gives_the_same_alerts(tmp_path: Path) ->
         run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
         seen_after_each_run.append(len(alert_keys(out)))
     expected = reference_alerts(readings, CONFIG)
-    assert seen_after_each_run[0] < seen_after_each_run[2] < len(expected), "the runs were cut short"
+    assert seen_after_each_run[0] < seen_after_each_run[2] < len(expected), (
+        "the runs were cut short"
+    )
     assert alert_keys(out) == expected
     assert alert_keys(out), "the data does produce alerts"
