@@ -11,8 +11,9 @@ Guarantee: at least once. Each batch of output is confirmed by Kafka before the 
         on, so a recovery snapshot never covers an unwritten alert; a failed delivery stops
         the flow. Alert ids are deterministic, so consumers can drop repeats.
 Knobs:  FLEET_THRESHOLD_KMH, FLEET_VIOLATIONS, FLEET_WINDOW_S, FLEET_CRITICAL_KMH,
-        FLEET_COOLDOWN_S, FLEET_ALLOWED_LATENESS_S; FLEET_KAFKA_TAIL=false ends the flow at
-        the end of the topic, after evaluating everything pending.
+        FLEET_COOLDOWN_S, FLEET_ALLOWED_LATENESS_S; FLEET_IDLE_TRUCK_TTL_S (a truck quiet
+        that long is forgotten); FLEET_KAFKA_TAIL=false ends the flow at the end of the
+        topic, after evaluating everything pending.
 Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers, trucks over workers
         by key; the same alerts whatever the layout. Recovery with ``-r/-s/-b``.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeGuard
 
 import structlog
@@ -126,10 +127,11 @@ def build_flow(
     topics: AlertTopics,
     config: RuleConfig,
     now: Callable[[], datetime] = utc_now,
+    idle_truck_ttl: timedelta = timedelta(hours=1),
 ) -> Dataflow:
     """The alerts flow; ``now`` is processing time (quiet trucks, detected_at, DLQ stamps)."""
     decoder = TelemetryDecoder(topics, now)
-    rules = SpeedingRulesStep(config, now)
+    rules = SpeedingRulesStep(config, now, idle_truck_ttl)
     records = OutcomeRecords(topics, now)
 
     flow = Dataflow("alerts")
@@ -184,7 +186,8 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         batch_size=5_000,
     )
     sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=True)
-    return build_flow(source, sink, topics, rule_config(settings))
+    idle_truck_ttl = timedelta(seconds=settings.idle_truck_ttl_s)
+    return build_flow(source, sink, topics, rule_config(settings), utc_now, idle_truck_ttl)
 
 
 @functools.cache

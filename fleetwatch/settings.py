@@ -90,6 +90,7 @@ class Settings:
     critical_kmh: float
     cooldown_s: float
     allowed_lateness_s: float
+    idle_truck_ttl_s: float
     lake_dir: Path | None
     backfill_input: str | None
     alerts_out: str | None
@@ -133,6 +134,9 @@ class Settings:
             cooldown_s=env.get("FLEET_COOLDOWN_S", "600", _finite_between(0, 86_400 * 7)),
             allowed_lateness_s=env.get(
                 "FLEET_ALLOWED_LATENESS_S", "10", _finite_between(0, 86_400)
+            ),
+            idle_truck_ttl_s=env.get(
+                "FLEET_IDLE_TRUCK_TTL_S", "3600", _finite_between(1, 86_400 * 30)
             ),
             lake_dir=env.get_optional("FLEET_LAKE_DIR", Path),
             backfill_input=env.get_optional("FLEET_BACKFILL_INPUT", _nonempty),

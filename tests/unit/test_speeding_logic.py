@@ -1,0 +1,95 @@
+"""The Bytewax logic around TruckState: wall-time flushing, idle trucks costing nothing, and
+restarts that make nothing late."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bytewax.operators import StatefulBatchLogic
+
+from dataflows.speeding import Arrival, LateReading, SpeedingRulesStep
+from domain.readings import Reading, encode_canonical
+from domain.rules import Detection, RuleConfig, TruckState
+from tests.builders import BEGINNING, reading, seconds
+from tests.unit.test_alerts_flow import FakeClock
+
+CONFIG = RuleConfig()
+
+
+def arrivals(*offsets_s: float, speed: float = 95.0) -> list[Arrival]:
+    rs = [reading(at=BEGINNING + seconds(s), speed=speed) for s in offsets_s]
+    return [Arrival(r, encode_canonical(r)) for r in rs]
+
+
+def step(clock: FakeClock) -> SpeedingRulesStep:
+    return SpeedingRulesStep(CONFIG, clock.now, idle_ttl=timedelta(minutes=30))
+
+
+def test_quiet_truck_flushes_then_is_discarded_and_costs_nothing() -> None:
+    clock = FakeClock(BEGINNING)
+    logic = step(clock).build(None)
+    outcomes, _ = logic.on_batch(arrivals(0, 1, 2, 3, 4))
+    assert outcomes == [], "all within the lateness of the newest: pending"
+    assert logic.notify_at() == BEGINNING + seconds(10)
+
+    clock.advance(seconds(10))
+    outcomes, discard = logic.on_notify()
+    assert [type(o) for o in outcomes] == [Detection]
+    assert discard is StatefulBatchLogic.RETAIN
+    idle_entries = logic.state.entries()
+    assert idle_entries <= 1, "after the flush only the last event id is remembered"
+
+    clock.advance(timedelta(minutes=30))
+    _, discard = logic.on_notify()
+    assert discard is StatefulBatchLogic.DISCARD, "an idle truck's state is dropped entirely"
+
+
+def test_state_entries_do_not_grow_with_the_number_of_readings() -> None:
+    clock = FakeClock(BEGINNING)
+    logic = step(clock).build(None)
+    sizes = []
+    for batch_start in range(0, 20_000, 100):
+        logic.on_batch(arrivals(*range(batch_start, batch_start + 100), speed=85.0))
+        clock.advance(seconds(1))
+        sizes.append(logic.state.entries())
+    assert max(sizes) <= 2 * (CONFIG.allowed_lateness_ms // 1000) + 2
+
+
+def test_restored_state_makes_nothing_late_after_long_downtime() -> None:
+    clock = FakeClock(BEGINNING)
+    logic = step(clock).build(None)
+    logic.on_batch(arrivals(0, 1, 2, 3))
+    snapshot = logic.snapshot()
+
+    clock.advance(timedelta(hours=2))  # the flow was down for two hours
+    resumed = step(clock).build(snapshot)
+    outcomes, _ = resumed.on_notify()
+    assert outcomes == [], "no flush: the downtime is not quiet time of the truck"
+    # Readings that were queued in Kafka meanwhile arrive now, some slightly out of order.
+    outcomes, _ = resumed.on_batch(arrivals(3.5, 5, 4.5))
+    assert not any(isinstance(o, LateReading) for o in outcomes)
+    outcomes, _ = resumed.on_batch(arrivals(60, speed=80.0))
+    [detection] = [o for o in outcomes if isinstance(o, Detection)]
+    assert [r.ts_ms for r in detection.readings] == [
+        r.reading.ts_ms for r in arrivals(0, 1, 2, 3, 3.5)
+    ]
+
+
+def test_snapshot_is_a_copy() -> None:
+    clock = FakeClock(BEGINNING)
+    logic = step(clock).build(None)
+    logic.on_batch(arrivals(0))
+    snapshot = logic.snapshot()
+    logic.on_batch(arrivals(1, 2))
+    assert isinstance(snapshot, TruckState)
+    assert len(snapshot.timeline.pending) == 1
+
+
+def test_late_reading_keeps_its_bytes() -> None:
+    clock = FakeClock(BEGINNING)
+    logic = step(clock).build(None)
+    logic.on_batch(arrivals(100, speed=80.0))
+    late: Reading = reading(at=BEGINNING, speed=99.0, event_id="old")
+    raw = b'{"the original": "bytes"}'
+    outcomes, _ = logic.on_batch([Arrival(late, raw)])
+    assert outcomes == [LateReading("T1", raw)]
