@@ -28,7 +28,6 @@ from typing import TypeGuard
 
 import structlog
 from bytewax import operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -39,7 +38,8 @@ from connectors.kafka import (
     check_kafka_properties,
     ensure_topics,
 )
-from dataflows.speeding import Arrival, LateReading, Outcome, SpeedingRulesStep
+from connectors.kafka_source import KafkaBatchSource
+from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading, Reason, decode_canonical
@@ -48,8 +48,8 @@ from domain.timestamps import to_epoch_ms
 from fleetwatch.logs import configure_logging
 from fleetwatch.settings import Settings
 
-KafkaRecord = KafkaSourceMessage[bytes | None, bytes | None]
-KafkaItem = KafkaRecord | KafkaError[bytes | None, bytes | None]
+Fetch = list[bytes]  # the record values of one Kafka fetch
+TruckArrivals = tuple[str, Arrivals]
 
 
 def utc_now() -> datetime:
@@ -66,44 +66,40 @@ class AlertTopics:
 
 @dataclass(frozen=True)
 class TelemetryDecoder:
-    """Kafka records -> readings (with their bytes) or dead letters."""
+    """Kafka fetches -> each truck's readings (keyed by truck), or dead letters."""
 
     topics: AlertTopics
     now: Callable[[], datetime]
 
-    def decode_batch(self, records: list[KafkaItem]) -> list[Arrival | OutboundRecord]:
-        return [self.decode_record(record) for record in records]
+    def decode_batch(self, fetches: list[Fetch]) -> list[TruckArrivals | OutboundRecord]:
+        """Decode and group by truck, keeping each truck's arrival order."""
+        by_truck: dict[str, Arrivals] = {}
+        dead_letters: list[TruckArrivals | OutboundRecord] = []
+        for values in fetches:
+            for value in values:
+                outcome = decode_canonical(value)
+                if isinstance(outcome, Reading):
+                    arrivals = by_truck.get(outcome.truck_id)
+                    if arrivals is None:
+                        arrivals = by_truck[outcome.truck_id] = Arrivals([], [])
+                    arrivals.readings.append(outcome)
+                    arrivals.raws.append(value)
+                else:
+                    dead_letters.append(self._dead_letter(value, outcome.reason, outcome.detail))
+        return [*by_truck.items(), *dead_letters]
 
-    def decode_record(self, record: KafkaItem) -> Arrival | OutboundRecord:
-        if isinstance(record, KafkaError):
-            # Only reachable with KafkaSource(raise_on_errors=False); never drop silently.
-            raise RuntimeError(f"Kafka consumer error: {record.err}")
-        value = record.value
-        if value is None:
-            return self._dead_letter(b"", Reason.SCHEMA, "record has no value")
-        outcome = decode_canonical(value)
-        if isinstance(outcome, Reading):
-            return Arrival(outcome, value)
-        return self._dead_letter(value, outcome.reason, outcome.detail, record.key)
-
-    def _dead_letter(
-        self, raw: bytes, reason: Reason, detail: str, key: bytes | None = None
-    ) -> OutboundRecord:
+    def _dead_letter(self, raw: bytes, reason: Reason, detail: str) -> OutboundRecord:
         received_at = to_epoch_ms(self.now())
         value = dead_letter(Stage.ALERTS, reason, detail, self.topics.telemetry, raw, received_at)
-        return OutboundRecord(self.topics.dlq, key, value)
+        return OutboundRecord(self.topics.dlq, None, value)
 
 
-def is_arrival(item: Arrival | OutboundRecord) -> TypeGuard[Arrival]:
-    return isinstance(item, Arrival)
+def is_truck_arrivals(item: TruckArrivals | OutboundRecord) -> TypeGuard[TruckArrivals]:
+    return isinstance(item, tuple)
 
 
-def as_record(item: Arrival | OutboundRecord) -> OutboundRecord | None:
+def as_record(item: TruckArrivals | OutboundRecord) -> OutboundRecord | None:
     return item if isinstance(item, OutboundRecord) else None
-
-
-def truck_of(arrival: Arrival) -> str:
-    return arrival.reading.truck_id
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ class OutcomeRecords:
 
 
 def build_flow(
-    source: Source[KafkaItem],
+    source: Source[Fetch],
     sink: Sink[OutboundRecord],
     topics: AlertTopics,
     config: RuleConfig,
@@ -135,17 +131,16 @@ def build_flow(
     records = OutcomeRecords(topics, now)
 
     flow = Dataflow("alerts")
-    messages = op.input("kafka_source", flow, source)  # KafkaSourceMessage
+    fetches = op.input("kafka_source", flow, source)  # list[bytes], one Kafka fetch
     decoded = op.flat_map_batch(
-        "decode_batch", messages, decoder.decode_batch
-    )  # Arrival | OutboundRecord
-    split = op.branch("is_arrival", decoded, is_arrival)  # trues: Arrival, falses: dead letters
-    by_truck = op.key_on("truck_of", split.trues, truck_of)  # (truck_id, Arrival)
+        "decode_batch", fetches, decoder.decode_batch
+    )  # (truck_id, Arrivals) | dead letter
+    split = op.branch("is_truck_arrivals", decoded, is_truck_arrivals)  # trues keyed by truck
     outcomes = op.stateful_batch(
-        "speeding_rules", by_truck, rules.build
+        "speeding_rules", split.trues, rules.build
     )  # (truck_id, Detection | LateReading)
     out = op.map("to_record", outcomes, records.to_record)  # OutboundRecord
-    dead_letters = op.filter_map("dead_letters", split.falses, as_record)  # OutboundRecord
+    dead_letters = op.filter_map("as_record", split.falses, as_record)  # OutboundRecord
     everything = op.merge("merge_outputs", out, dead_letters)  # OutboundRecord
     op.output("kafka_sink", everything, sink)
     return flow
@@ -178,13 +173,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         settings.topic_partitions,
         settings.topic_replication_factor,
     )
-    source = KafkaSource(
-        list(settings.kafka_brokers),
-        [topics.telemetry],
-        tail=settings.kafka_tail,
-        add_config=dict(settings.kafka_properties),
-        batch_size=5_000,
-    )
+    source = KafkaBatchSource(settings.kafka_config(), topics.telemetry, tail=settings.kafka_tail)
     sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=True)
     idle_truck_ttl = timedelta(seconds=settings.idle_truck_ttl_s)
     return build_flow(source, sink, topics, rule_config(settings), utc_now, idle_truck_ttl)

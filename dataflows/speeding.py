@@ -21,15 +21,17 @@ from datetime import datetime, timedelta
 from bytewax.operators import StatefulBatchLogic
 
 from domain.readings import Reading
-from domain.rules import Detection, RuleConfig, TruckState, Verdict
+from domain.rules import Detection, RuleConfig, TruckState
 
 
 @dataclass(frozen=True, slots=True)
-class Arrival:
-    """A decoded reading and the record bytes it came in (a late reading is passed on as is)."""
+class Arrivals:
+    """One truck's readings from one fetch, in arrival order, with the record bytes each came
+    in (a late reading is passed on unchanged). One item per truck, not per reading, is what
+    Bytewax exchanges between workers and hands to the logic."""
 
-    reading: Reading
-    raw: bytes
+    readings: list[Reading]
+    raws: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class SpeedingRulesStep:
         return _SpeedingLogic(self, resume_state or TruckState())
 
 
-class _SpeedingLogic(StatefulBatchLogic[Arrival, Outcome, TruckState]):
+class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
     def __init__(self, step: SpeedingRulesStep, state: TruckState) -> None:
         self._step = step
         self._config = step.config
@@ -63,15 +65,18 @@ class _SpeedingLogic(StatefulBatchLogic[Arrival, Outcome, TruckState]):
         self.state = state
         self._last_arrival = step.now()
 
-    def on_batch(self, values: list[Arrival]) -> tuple[list[Outcome], bool]:
-        timeline = self.state.timeline
-        lateness_ms = self._config.allowed_lateness_ms
-        outcomes: list[Outcome] = []
-        for arrival in values:
-            if timeline.accept(arrival.reading, lateness_ms) is Verdict.LATE:
-                outcomes.append(LateReading(arrival.reading.truck_id, arrival.raw))
+    def on_batch(self, values: list[Arrivals]) -> tuple[list[Outcome], bool]:
+        if len(values) == 1:
+            readings, raws = values[0].readings, values[0].raws
+        else:
+            readings = [r for arrivals in values for r in arrivals.readings]
+            raws = [raw for arrivals in values for raw in arrivals.raws]
+        ingested = self.state.ingest(readings, self._config)
         self._last_arrival = self._step.now()
-        outcomes.extend(self.state.evaluate_released(self._config))
+        outcomes: list[Outcome] = [
+            LateReading(readings[i].truck_id, raws[i]) for i in ingested.late
+        ]
+        outcomes.extend(ingested.detections)
         return outcomes, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Outcome], bool]:

@@ -36,6 +36,11 @@ class RuleConfig:
     cooldown_ms: int = 600_000
     allowed_lateness_ms: int = 10_000
 
+    @property
+    def lowest_limit_kmh(self) -> float:
+        """At or below this speed a reading can affect neither rule."""
+        return min(self.threshold_kmh, self.critical_kmh)
+
 
 class Rule(StrEnum):
     SUSTAINED = "sustained_speeding"
@@ -69,10 +74,10 @@ class TruckTimeline:
     max_ts: int | None = None
     frontier: Key | None = None
     pending: list[tuple[int, str, Reading]] = field(default_factory=list)  # a heap
-    # event_id -> ts of readings not yet behind the watermark. A resend keeps its original's
-    # ts, so once the watermark passes that ts the resend would be late anyway and the id
-    # can be forgotten: this is what keeps the set small.
-    seen: dict[str, int] = field(default_factory=dict)
+    # Ids of readings not yet behind the watermark: the pending ones and the last released.
+    # A resend keeps its original's ts, so once the watermark passes that ts the resend is
+    # late anyway and the id can be forgotten: this is what keeps the set small.
+    seen: set[str] = field(default_factory=set)
 
     def watermark(self, lateness_ms: int) -> Key | None:
         event = None if self.max_ts is None else (self.max_ts - lateness_ms, "")
@@ -82,37 +87,46 @@ class TruckTimeline:
 
     def accept(self, reading: Reading, lateness_ms: int) -> Verdict:
         """Take one arriving reading: a duplicate, late, or now pending."""
-        if reading.event_id in self.seen:
+        event_id = reading.event_id
+        if event_id in self.seen:
             return Verdict.DUPLICATE
-        watermark = self.watermark(lateness_ms)
-        if watermark is not None and reading_key(reading) < watermark:
+        ts = reading.ts_ms
+        max_ts = self.max_ts
+        if max_ts is not None and ts < max_ts - lateness_ms:
             return Verdict.LATE
-        heapq.heappush(self.pending, (reading.ts_ms, reading.event_id, reading))
-        self.seen[reading.event_id] = reading.ts_ms
-        if self.max_ts is None or reading.ts_ms > self.max_ts:
-            self.max_ts = reading.ts_ms
+        frontier = self.frontier
+        if frontier is not None and (
+            ts < frontier[0] or (ts == frontier[0] and event_id < frontier[1])
+        ):
+            return Verdict.LATE
+        heapq.heappush(self.pending, (ts, event_id, reading))
+        self.seen.add(event_id)
+        if max_ts is None or ts > max_ts:
+            self.max_ts = ts
         return Verdict.ACCEPTED
 
     def release(self, lateness_ms: int, *, flush: bool = False) -> list[Reading]:
         """Pending readings now behind the watermark (all of them with ``flush``), in order."""
-        watermark = self.watermark(lateness_ms)
-        released: list[Reading] = []
         pending = self.pending
-        while pending and (flush or (watermark is not None and pending[0][:2] < watermark)):
-            ts, event_id, reading = heapq.heappop(pending)
-            released.append(reading)
-            self.frontier = (ts, event_id)
+        if not pending or self.max_ts is None:
+            return []
+        # Every pending key is above the frontier (``accept`` refuses the others), so
+        # "below the watermark" reduces to "ts below max_ts - lateness" here.
+        limit = self.max_ts - lateness_ms
+        released: list[Reading] = []
+        while pending and (flush or pending[0][0] < limit):
+            released.append(heapq.heappop(pending)[2])
         if released:
-            self._forget_seen(lateness_ms)
+            last = released[-1]
+            self.frontier = (last.ts_ms, last.event_id)
+            seen = self.seen
+            for reading in released:
+                if reading.ts_ms < limit or reading is not last:
+                    seen.discard(reading.event_id)
         return released
 
-    def _forget_seen(self, lateness_ms: int) -> None:
-        watermark = self.watermark(lateness_ms)
-        if watermark is not None:
-            self.seen = {e: ts for e, ts in self.seen.items() if (ts, e) >= watermark}
-
     def copy(self) -> TruckTimeline:
-        return TruckTimeline(self.max_ts, self.frontier, list(self.pending), dict(self.seen))
+        return TruckTimeline(self.max_ts, self.frontier, list(self.pending), set(self.seen))
 
 
 @dataclass
@@ -171,6 +185,15 @@ class SpeedingRules:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What a batch of arrivals gave: positions of late readings, duplicates, detections."""
+
+    late: list[int]
+    duplicates: int
+    detections: list[Detection]
+
+
 @dataclass
 class TruckState:
     """Everything one truck needs to resume: the recovery snapshot."""
@@ -181,9 +204,28 @@ class TruckState:
     def evaluate_released(self, config: RuleConfig, *, flush: bool = False) -> list[Detection]:
         """Release what the watermark allows (everything with ``flush``) and evaluate it."""
         detections: list[Detection] = []
+        evaluate = self.rules.evaluate
+        # A reading at or below both limits changes no rule state (the sustained cooldown
+        # ends lazily at the next violation), so it need not be evaluated at all.
+        lowest = config.lowest_limit_kmh
         for reading in self.timeline.release(config.allowed_lateness_ms, flush=flush):
-            detections.extend(self.rules.evaluate(reading, config))
+            if reading.speed_kmh > lowest:
+                detections.extend(evaluate(reading, config))
         return detections
+
+    def ingest(self, readings: list[Reading], config: RuleConfig) -> Ingested:
+        """Take a batch of arrivals (in arrival order), then evaluate what it releases."""
+        accept = self.timeline.accept
+        lateness_ms = config.allowed_lateness_ms
+        late: list[int] = []
+        duplicates = 0
+        for position, reading in enumerate(readings):
+            verdict = accept(reading, lateness_ms)
+            if verdict is Verdict.LATE:
+                late.append(position)
+            elif verdict is Verdict.DUPLICATE:
+                duplicates += 1
+        return Ingested(late, duplicates, self.evaluate_released(config))
 
     def entries(self) -> int:
         """State size: readings and ids held (for the bounded-state test and metrics)."""

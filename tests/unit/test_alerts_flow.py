@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.kafka import OutboundRecord
@@ -36,8 +35,9 @@ class FakeClock:
         return cls(from_epoch_ms(epoch_ms))
 
 
-def message(r: Reading) -> KafkaSourceMessage[bytes | None, bytes | None]:
-    return KafkaSourceMessage(r.truck_id.encode(), encode_canonical(r))
+def message(r: Reading) -> list[bytes]:
+    """A Kafka fetch holding one record."""
+    return [encode_canonical(r)]
 
 
 def run(items: Iterable[object], clock: FakeClock | None = None) -> list[OutboundRecord]:
@@ -62,6 +62,13 @@ def on(records: list[OutboundRecord], topic: str) -> list[OutboundRecord]:
 
 def fast(truck: str, *offsets_s: float, speed: float = 95.0) -> list[Reading]:
     return [reading(truck, at=BEGINNING + seconds(s), speed=speed) for s in offsets_s]
+
+
+def test_one_fetch_with_many_trucks_and_readings() -> None:
+    ordered = fast("T1", 0, 3, 6, 9, 12) + fast("T2", 0, 1, speed=140) + fast("T3", 0, speed=80)
+    records = run([[encode_canonical(r) for r in ordered]])
+    assert alert_keys(records) == reference_alerts(ordered, CONFIG)
+    assert len(alert_keys(records)) == 2
 
 
 def test_disorder_within_lateness_gives_the_sorted_result() -> None:
@@ -99,14 +106,11 @@ def test_duplicates_do_not_complete_a_match() -> None:
 
 
 def test_bad_records_are_dead_lettered_by_the_alerts_stage() -> None:
-    items = [
-        KafkaSourceMessage(b"T1", b"{broken"),
-        KafkaSourceMessage(b"T1", None),
-        message(fast("T1", 0)[0]),
-    ]
-    records = run(items)
+    good = encode_canonical(fast("T1", 0)[0])
+    records = run([[b"{broken", good, b""], [b'{"truck_id": "T1"}']])
     dead = [json.loads(r.value) for r in on(records, "dlq")]
     assert [(d["stage"], d["reason"], d["source_topic"]) for d in dead] == [
+        ("alerts", "invalid_json", "telemetry"),
         ("alerts", "invalid_json", "telemetry"),
         ("alerts", "schema", "telemetry"),
     ]

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
-from dataflows.speeding import Arrival, LateReading, SpeedingRulesStep
+from dataflows.speeding import Arrivals, LateReading, SpeedingRulesStep
 from domain.readings import Reading, encode_canonical
 from domain.rules import Detection, RuleConfig, TruckState
 from tests.builders import BEGINNING, reading, seconds
@@ -16,9 +16,9 @@ from tests.unit.test_alerts_flow import FakeClock
 CONFIG = RuleConfig()
 
 
-def arrivals(*offsets_s: float, speed: float = 95.0) -> list[Arrival]:
+def arrivals(*offsets_s: float, speed: float = 95.0) -> list[Arrivals]:
     rs = [reading(at=BEGINNING + seconds(s), speed=speed) for s in offsets_s]
-    return [Arrival(r, encode_canonical(r)) for r in rs]
+    return [Arrivals(rs, [encode_canonical(r) for r in rs])]
 
 
 def step(clock: FakeClock) -> SpeedingRulesStep:
@@ -50,6 +50,9 @@ def test_state_entries_do_not_grow_with_the_number_of_readings() -> None:
     sizes = []
     for batch_start in range(0, 20_000, 100):
         logic.on_batch(arrivals(*range(batch_start, batch_start + 100), speed=85.0))
+        logic.on_batch(
+            arrivals(batch_start + 50, speed=95.0) + arrivals(batch_start + 51, speed=95.0)
+        )
         clock.advance(seconds(1))
         sizes.append(logic.state.entries())
     assert max(sizes) <= 2 * (CONFIG.allowed_lateness_ms // 1000) + 2
@@ -71,7 +74,7 @@ def test_restored_state_makes_nothing_late_after_long_downtime() -> None:
     outcomes, _ = resumed.on_batch(arrivals(60, speed=80.0))
     [detection] = [o for o in outcomes if isinstance(o, Detection)]
     assert [r.ts_ms for r in detection.readings] == [
-        r.reading.ts_ms for r in arrivals(0, 1, 2, 3, 3.5)
+        r.ts_ms for r in arrivals(0, 1, 2, 3, 3.5)[0].readings
     ]
 
 
@@ -91,5 +94,5 @@ def test_late_reading_keeps_its_bytes() -> None:
     logic.on_batch(arrivals(100, speed=80.0))
     late: Reading = reading(at=BEGINNING, speed=99.0, event_id="old")
     raw = b'{"the original": "bytes"}'
-    outcomes, _ = logic.on_batch([Arrival(late, raw)])
+    outcomes, _ = logic.on_batch([Arrivals([late], [raw])])
     assert outcomes == [LateReading("T1", raw)]
