@@ -81,8 +81,9 @@ def count(bootstrap: str, topic: str) -> int:
     total, done = 0, set[int]()
     while len(done) < len(partitions):
         for message in consumer.consume(10_000, 1.0):
-            if message.error():
-                done.add(message.partition())
+            partition = message.partition()
+            if message.error() and partition is not None:
+                done.add(partition)
             else:
                 total += 1
     consumer.close()
@@ -142,9 +143,8 @@ def run(readings: int, trucks: int) -> dict[str, dict[str, float]]:
                 "alerts": alerts,
             }
             per_process = rate / len(commands)
-            print(
-                f"{label:26s} {seconds:6.2f}s {rate:8.0f}/s ({per_process:7.0f}/proc) {alerts} alerts"
-            )
+            line = f"{label:26s} {seconds:6.2f}s {rate:8.0f}/s ({per_process:6.0f}/proc)"
+            print(f"{line} {alerts} alerts", flush=True)
     base = results["plain loop"]["readings_per_s"]
     for label in ("alerts flow, 1 process", "alerts flow, 2 processes"):
         results[label]["ratio_to_plain"] = round(results[label]["readings_per_s"] / base, 3)

@@ -26,9 +26,8 @@ def main() -> None:
     settings = Settings.from_env()
     config = rule_config(settings)
     topic = settings.topic_telemetry
-    partitions = (
-        AdminClient(settings.kafka_config()).list_topics(topic, timeout=10).topics[topic].partitions
-    )
+    admin = AdminClient(dict(settings.kafka_config()))  # type: ignore[arg-type]
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     consumer = Consumer(
         {
             **settings.kafka_config(),
