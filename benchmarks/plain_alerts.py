@@ -26,7 +26,7 @@ def main() -> None:
     settings = Settings.from_env()
     config = rule_config(settings)
     topic = settings.topic_telemetry
-    admin = AdminClient(dict(settings.kafka_config()))  # type: ignore[arg-type]
+    admin = AdminClient(dict(settings.kafka_config()))
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     consumer = Consumer(
         {
