@@ -22,6 +22,7 @@ class TopicTally:
         self.records: Counter[str] = Counter()
         self.distinct: dict[str, set[str]] = {topic: set() for topic in topics}
         self.reasons: Counter[str] = Counter()
+        self.last_value: dict[str, bytes] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="topic-tally", daemon=True)
 
@@ -62,6 +63,7 @@ class TopicTally:
 
     def _count(self, topic: str, value: bytes) -> None:
         self.records[topic] += 1
+        self.last_value[topic] = value
         document = json.loads(value)
         field = self._id_field.get(topic)
         if field is not None:

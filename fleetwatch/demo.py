@@ -3,31 +3,73 @@
 Starts an MQTT broker and a Kafka-protocol broker on free ports, the flows as real processes
 (``python -m bytewax.run dataflows.<name>``), and a simulated fleet publishing over MQTT;
 prints what flows through every few seconds, then stops everything it started (also on
-Ctrl-C) and prints a summary that accounts for every published message.
+Ctrl-C) and prints a summary that accounts for every published message and checks the
+streamed alerts against the same readings evaluated in sorted order.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors.kafka_monitor import TopicTally
 from connectors.mqtt_publisher import publish_paced
+from domain.alerts import alert_id
+from domain.rules import RuleConfig, TruckState
 from domain.timestamps import to_epoch_ms
 from fleetwatch.localbrokers import LocalBrokers, local_brokers
 from fleetwatch.settings import MqttUrl
 from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 
 ROOT = Path(__file__).resolve().parents[1]
+TELEMETRY, DLQ, ALERTS = "fleet.telemetry", "fleet.dlq", "fleet.alerts"
+FLOWS = ("bridge", "alerts")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the published messages must become."""
+
+    reading_ids: set[str]
+    bad: int
+    resends: int
+    alert_ids: set[str]
+    alerts_by_rule: Counter[str]
+
+    @classmethod
+    def of(cls, messages: list[SimulatedMessage]) -> Expected:
+        readings = {m.reading.event_id: m.reading for m in messages if m.reading is not None}
+        states: dict[str, TruckState] = {}
+        config = RuleConfig()
+        alert_ids, by_rule = set(), Counter[str]()
+        # The same readings, evaluated in sorted order: what the stream must give.
+        for reading in sorted(readings.values(), key=lambda r: (r.ts_ms, r.event_id)):
+            state = states.setdefault(reading.truck_id, TruckState())
+            state.timeline.accept(reading, config.allowed_lateness_ms)
+            for detection in state.evaluate_released(config, flush=True):
+                alert_ids.add(
+                    alert_id(detection.rule, detection.truck_id, detection.readings[0].event_id)
+                )
+                by_rule[str(detection.rule)] += 1
+        return cls(
+            set(readings),
+            sum(m.reading is None for m in messages),
+            sum(m.is_resend for m in messages),
+            alert_ids,
+            by_rule,
+        )
 
 
 def _flow_env(brokers: LocalBrokers) -> dict[str, str]:
@@ -45,10 +87,11 @@ def _flow_env(brokers: LocalBrokers) -> dict[str, str]:
 
 
 @contextmanager
-def _flow(module: str, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _flow(name: str, env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log_path = workdir / f"{name}.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", module],
+            [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -58,7 +101,7 @@ def _flow(module: str, env: dict[str, str], log_path: Path) -> Iterator[subproce
         yield process
     finally:
         if process.poll() is None:
-            process.terminate()  # SIGTERM: graceful, flushes and acknowledges what it has
+            process.terminate()  # SIGTERM: graceful where the flow supports it
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -85,53 +128,47 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
     workdir.mkdir(parents=True)
     print(f"fleetwatch demo: {trucks} trucks, {rate:.0f} msgs/s for {duration_s:.0f} s")
     print(f"  logs in {workdir}/")
-    with local_brokers(workdir / "brokers") as brokers:
+    config = FleetConfig(
+        trucks=trucks,
+        seed=42,
+        start_ms=to_epoch_ms(datetime.now(UTC)),
+        interval_s=trucks / rate,
+        bad_share=0.02,
+        resend_share=0.01,
+        disorder_s=2.0,
+        episode_chance=0.002,
+        spike_chance=0.0002,
+    )
+    messages = list(FleetSimulator(config).messages(int(rate * duration_s)))
+    expected = Expected.of(messages)
+    with local_brokers(workdir / "brokers") as brokers, ExitStack() as flows:
         print(f"  MQTT  {brokers.mqtt.name} at {brokers.mqtt_url} (MQTT {brokers.mqtt_protocol})")
         print(f"  Kafka {'tansu' if brokers.kafka else 'external'} at {brokers.kafka_brokers}")
         env = _flow_env(brokers)
-        config = FleetConfig(
-            trucks=trucks,
-            seed=42,
-            start_ms=to_epoch_ms_now(),
-            interval_s=trucks / rate,
-            bad_share=0.02,
-            resend_share=0.01,
-            disorder_s=2.0,
-            episode_chance=0.02,
+        bridge = flows.enter_context(_flow("bridge", env, workdir))
+        _wait_for_log(workdir / "bridge.log", "mqtt_subscribed", bridge)
+        flows.enter_context(_flow("alerts", env, workdir))
+        print(f"  flows running: {', '.join('dataflows.' + f for f in FLOWS)}; publishing\n")
+        ids = {TELEMETRY: "event_id", ALERTS: "alert_id"}
+        tally = TopicTally(brokers.kafka_brokers, [TELEMETRY, DLQ, ALERTS], ids).start()
+        published = _publish_with_progress(brokers, messages, rate, tally)
+        print(
+            "  publishing done; waiting for the last readings to be evaluated (quiet trucks flush)"
         )
-        messages = list(FleetSimulator(config).messages(int(rate * duration_s)))
-        bridge_log = workdir / "bridge.log"
-        with _flow("dataflows.bridge", env, bridge_log) as bridge:
-            _wait_for_log(bridge_log, "mqtt_subscribed", bridge)
-            print("  bridge subscribed; publishing\n")
-            tally = TopicTally(
-                brokers.kafka_brokers,
-                ["fleet.telemetry", "fleet.dlq"],
-                {"fleet.telemetry": "event_id"},
-            ).start()
-            published = _publish_with_progress(brokers, messages, rate, tally)
-            _wait_until_accounted(tally, messages, timeout_s=30)
-            tally.stop()
-        return _summary(messages, published, tally)
-
-
-def to_epoch_ms_now() -> int:
-    return to_epoch_ms(datetime.now(UTC))
+        _wait_until_accounted(tally, expected, timeout_s=45)
+        tally.stop()
+        _show_an_alert(tally)
+    return _summary(expected, len(messages), published, tally)
 
 
 def _publish_with_progress(
     brokers: LocalBrokers, messages: list[SimulatedMessage], rate: float, tally: TopicTally
 ) -> int:
     result: list[int] = []
+    batch = [(m.topic, m.payload) for m in messages]
+    url = MqttUrl.parse(brokers.mqtt_url)
     publisher = threading.Thread(
-        target=lambda: result.append(
-            publish_paced(
-                MqttUrl.parse(brokers.mqtt_url),
-                brokers.mqtt_protocol,
-                [(m.topic, m.payload) for m in messages],
-                rate,
-            )
-        ),
+        target=lambda: result.append(publish_paced(url, brokers.mqtt_protocol, batch, rate)),
         daemon=True,
     )
     started = time.monotonic()
@@ -140,52 +177,67 @@ def _publish_with_progress(
     while publisher.is_alive():
         publisher.join(timeout=5)
         now = time.monotonic()
-        count = tally.records["fleet.telemetry"]
+        count = tally.records[TELEMETRY]
         per_second = (count - last_count) / (now - last_time)
-        dead = tally.records["fleet.dlq"]
+        line = f"  t={now - started:5.1f}s  readings {count:7d} ({per_second:6.0f}/s)"
         print(
-            f"  t={now - started:5.1f}s  readings {count:7d} ({per_second:6.0f}/s)  dlq {dead:5d}",
+            f"{line}  dlq {tally.records[DLQ]:5d}  alerts {len(tally.distinct[ALERTS]):4d}",
             flush=True,
         )
         last_count, last_time = count, now
     return result[0] if result else 0
 
 
-def _wait_until_accounted(
-    tally: TopicTally, messages: list[SimulatedMessage], timeout_s: float
-) -> None:
-    expected_ids = {m.reading.event_id for m in messages if m.reading is not None}
-    bad = sum(m.reading is None for m in messages)
+def _wait_until_accounted(tally: TopicTally, expected: Expected, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if tally.distinct["fleet.telemetry"] >= expected_ids and tally.records["fleet.dlq"] >= bad:
+        if (
+            tally.distinct[TELEMETRY] >= expected.reading_ids
+            and tally.records[DLQ] >= expected.bad
+            and tally.distinct[ALERTS] >= expected.alert_ids
+        ):
             return
         time.sleep(0.2)
 
 
-def _summary(messages: list[SimulatedMessage], published: int, tally: TopicTally) -> int:
-    expected_ids = {m.reading.event_id for m in messages if m.reading is not None}
-    bad = sum(m.reading is None for m in messages)
-    missing = expected_ids - tally.distinct["fleet.telemetry"]
-    resends = sum(m.is_resend for m in messages)
-    telemetry = tally.records["fleet.telemetry"]
-    distinct = len(tally.distinct["fleet.telemetry"])
-    reasons = dict(sorted(tally.reasons.items()))
+def _show_an_alert(tally: TopicTally) -> None:
+    if tally.last_value.get(ALERTS):
+        print("\n  an alert from fleet.alerts:")
+        print("  " + json.dumps(json.loads(tally.last_value[ALERTS]), separators=(", ", ": ")))
+
+
+def _summary(expected: Expected, sent: int, published: int, tally: TopicTally) -> int:
+    missing = expected.reading_ids - tally.distinct[TELEMETRY]
+    got_alerts = tally.distinct[ALERTS]
+    distinct = len(tally.distinct[TELEMETRY])
     rows = [
-        ("published over MQTT", f"{published}"),
-        (
-            "readings on fleet.telemetry",
-            f"{telemetry} ({distinct} distinct; {resends} resends sent)",
-        ),
-        ("dead letters on fleet.dlq", f"{tally.records['fleet.dlq']} of {bad} bad payloads"),
-        ("dead letters by reason", f"{reasons}"),
+        ("published over MQTT", f"{published} of {sent}"),
+        ("readings on fleet.telemetry", f"{tally.records[TELEMETRY]} ({distinct} distinct)"),
+        ("resends sent", f"{expected.resends}"),
+        ("dead letters on fleet.dlq", f"{tally.records[DLQ]} of {expected.bad} bad payloads"),
+        ("dead letters by reason", f"{dict(sorted(tally.reasons.items()))}"),
         ("readings missing", f"{len(missing)}"),
+        ("alerts on fleet.alerts", f"{len(got_alerts)} distinct ({tally.records[ALERTS]} records)"),
+        ("alerts by rule, expected", f"{dict(sorted(expected.alerts_by_rule.items()))}"),
+        (
+            "alerts missing / unexpected",
+            f"{len(expected.alert_ids - got_alerts)} / {len(got_alerts - expected.alert_ids)}",
+        ),
     ]
     print("\nsummary")
     for label, value in rows:
         print(f"  {label:<28} {value}")
-    ok = not missing and tally.records["fleet.dlq"] >= bad and published == len(messages)
-    print("  result: every message accounted for" if ok else "  result: MESSAGES UNACCOUNTED FOR")
+    ok = (
+        not missing
+        and tally.records[DLQ] >= expected.bad
+        and published == sent
+        and got_alerts == expected.alert_ids
+    )
+    print(
+        "  result: every message accounted for, alerts as expected"
+        if ok
+        else "  result: MISMATCH (see above)"
+    )
     return 0 if ok else 1
 
 
