@@ -20,13 +20,11 @@ Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers, trucks o
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeGuard
 
-import structlog
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -35,17 +33,15 @@ from bytewax.outputs import Sink
 from connectors.kafka import (
     ConfirmedKafkaSink,
     OutboundRecord,
-    check_kafka_properties,
-    ensure_topics,
 )
 from connectors.kafka_source import KafkaBatchSource
+from dataflows._entry import lazy_flow, start
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading, Reason, decode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
-from fleetwatch.logs import configure_logging
 from fleetwatch.settings import Settings
 
 Fetch = list[bytes]  # the record values of one Kafka fetch
@@ -159,33 +155,14 @@ def rule_config(settings: Settings) -> RuleConfig:
 
 def flow_from_settings(settings: Settings) -> Dataflow:
     """Plug the real Kafka source and sink into ``build_flow``."""
-    configure_logging()
-    structlog.get_logger("dataflows.alerts").info(
-        "starting", flow="alerts", settings=settings.redacted()
-    )
-    check_kafka_properties(settings)
     topics = AlertTopics(
         settings.topic_telemetry, settings.topic_alerts, settings.topic_late, settings.topic_dlq
     )
-    ensure_topics(
-        settings.kafka_config(),
-        [topics.telemetry, topics.alerts, topics.late, topics.dlq],
-        settings.topic_partitions,
-        settings.topic_replication_factor,
-    )
+    start("alerts", settings, [topics.telemetry, topics.alerts, topics.late, topics.dlq])
     source = KafkaBatchSource(settings.kafka_config(), topics.telemetry, tail=settings.kafka_tail)
     sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=True)
     idle_truck_ttl = timedelta(seconds=settings.idle_truck_ttl_s)
     return build_flow(source, sink, topics, rule_config(settings), utc_now, idle_truck_ttl)
 
 
-@functools.cache
-def _flow_from_env() -> Dataflow:
-    return flow_from_settings(Settings.from_env())
-
-
-def __getattr__(name: str) -> Dataflow:
-    # `python -m bytewax.run dataflows.alerts` looks up `flow`; built lazily (see bridge).
-    if name == "flow":
-        return _flow_from_env()
-    raise AttributeError(name)
+__getattr__ = lazy_flow(flow_from_settings)

@@ -15,10 +15,8 @@ Scale:  ``-w N`` / ``-i/-a``: every worker joins the shared subscription; no sta
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-import structlog
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -27,13 +25,11 @@ from bytewax.outputs import Sink
 from connectors.kafka import (
     ConfirmedKafkaSink,
     OutboundRecord,
-    check_kafka_properties,
-    ensure_topics,
 )
 from connectors.mqtt import MqttMessage, MqttSource, MqttSubscription
+from dataflows._entry import lazy_flow, start
 from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
-from fleetwatch.logs import configure_logging
 from fleetwatch.settings import Settings
 from fleetwatch.shutdown import install_graceful_shutdown
 
@@ -88,18 +84,8 @@ def build_flow(
 
 def flow_from_settings(settings: Settings) -> Dataflow:
     """Plug the real MQTT source and Kafka sink into ``build_flow``."""
-    configure_logging()
+    start("bridge", settings, [settings.topic_telemetry, settings.topic_dlq])
     install_graceful_shutdown()
-    structlog.get_logger("dataflows.bridge").info(
-        "starting", flow="bridge", settings=settings.redacted()
-    )
-    check_kafka_properties(settings)
-    ensure_topics(
-        settings.kafka_config(),
-        [settings.topic_telemetry, settings.topic_dlq],
-        settings.topic_partitions,
-        settings.topic_replication_factor,
-    )
     subscription = MqttSubscription(
         url=settings.mqtt_url,
         topic_filter=settings.mqtt_topic,
@@ -117,17 +103,4 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     return build_flow(MqttSource(subscription), sink, routes)
 
 
-@functools.cache
-def _flow_from_env() -> Dataflow:
-    return flow_from_settings(Settings.from_env())
-
-
-def __getattr__(name: str) -> Dataflow:
-    # `python -m bytewax.run dataflows.bridge` looks up `flow`; building it lazily keeps
-    # importing this module free of environment reads and network calls.
-    if name == "flow":
-        return _flow_from_env()
-    raise AttributeError(name)
-
-
-__all__ = ["BridgeRoutes", "build_flow", "flow_from_settings"]
+__getattr__ = lazy_flow(flow_from_settings)
