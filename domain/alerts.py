@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from domain.history import NO_DRIVER, HistoryIndex, driver_context
 from domain.rules import Detection, Rule
 from domain.timestamps import format_rfc3339_ms
 
@@ -39,24 +40,32 @@ class Alert(msgspec.Struct, frozen=True):
     schema_version: int = SCHEMA_VERSION
 
 
-def build_alert(detection: Detection, detected_at_ms: int) -> Alert:
-    """The alert for a detection, before driver enrichment (driver fields null)."""
+def build_alert(
+    detection: Detection, detected_at_ms: int, history: HistoryIndex | None = None
+) -> Alert:
+    """The alert for a detection, with its driver looked up in ``history`` (if any) as of
+    the newest covered reading."""
     readings = detection.readings
     speeds = [r.speed_kmh for r in readings]
+    max_speed = max(speeds)
+    context = NO_DRIVER
+    if history is not None:
+        context = driver_context(history, detection.truck_id, readings[-1].ts_ms, max_speed)
+    critical = detection.rule is Rule.INSTANT or context.high_risk
     return Alert(
         alert_id=alert_id(detection.rule, detection.truck_id, readings[0].event_id),
         rule=str(detection.rule),
         truck_id=detection.truck_id,
-        driver_id=None,
+        driver_id=context.driver_id,
         window_start=format_rfc3339_ms(readings[0].ts_ms),
         window_end=format_rfc3339_ms(readings[-1].ts_ms),
         count=len(readings),
         event_ids=[r.event_id for r in readings],
-        max_speed_kmh=max(speeds),
+        max_speed_kmh=max_speed,
         mean_speed_kmh=round(sum(speeds) / len(speeds), 3),
         threshold_kmh=detection.threshold_kmh,
-        severity="critical" if detection.rule is Rule.INSTANT else "warning",
-        driver=None,
+        severity="critical" if critical else "warning",
+        driver=context.driver,
         detected_at=format_rfc3339_ms(detected_at_ms),
     )
 

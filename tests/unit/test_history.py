@@ -1,0 +1,123 @@
+"""The as-of join of CONTRACT.md section 6 and the driver fields of section 5."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domain.alerts import build_alert, encode_alert
+from domain.history import Assignment, Driver, HistoryIndex, driver_context
+from domain.readings import Reading
+from domain.rules import Detection, Rule
+from domain.timestamps import to_epoch_ms
+from tests.builders import BEGINNING, BEGINNING_MS, minutes, reading
+
+H = 3_600_000  # an hour in ms
+SHIFT_CHANGE = BEGINNING_MS + 8 * H
+
+ALICE = Driver("D-alice", "Alice", "2019-04-01", 5, 84.5, 9_120.0, "high")
+BOB = Driver("D-bob", "Bob", "2021-09-15", 0, 77.0, 4_000.5, "low")
+CAROL = Driver("D-carol", "Carol", "2020-01-10", 3, 80.0, 7_000.0, "medium")
+
+
+def at(truck: str, driver: str, start: int, end: int | None) -> Assignment:
+    return Assignment(truck, driver, start, end)
+
+
+INDEX = HistoryIndex.build(
+    [ALICE, BOB, CAROL],
+    [
+        # T1: Alice until the shift change, then Bob (valid_to is exclusive).
+        at("T1", "D-alice", BEGINNING_MS, SHIFT_CHANGE),
+        at("T1", "D-bob", SHIFT_CHANGE, SHIFT_CHANGE + 8 * H),
+        # T2: Carol open-ended; Bob overlaps for two hours with a later valid_from.
+        at("T2", "D-carol", BEGINNING_MS, None),
+        at("T2", "D-bob", BEGINNING_MS + 2 * H, BEGINNING_MS + 4 * H),
+        # T3: an assignment naming a driver nobody knows.
+        at("T3", "D-ghost", BEGINNING_MS, None),
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("truck", "ts_ms", "driver"),
+    [
+        pytest.param("T1", BEGINNING_MS - 1, None, id="before any assignment"),
+        pytest.param("T1", BEGINNING_MS, "D-alice", id="valid_from is inclusive"),
+        pytest.param("T1", SHIFT_CHANGE - 1, "D-alice", id="last ms of the shift"),
+        pytest.param(
+            "T1", SHIFT_CHANGE, "D-bob", id="exactly at the shift change: valid_to exclusive"
+        ),
+        pytest.param("T1", SHIFT_CHANGE + 8 * H, None, id="after the last assignment ended"),
+        pytest.param("T2", BEGINNING_MS + 1 * H, "D-carol", id="open-ended"),
+        pytest.param("T2", BEGINNING_MS + 3 * H, "D-bob", id="overlap: the latest valid_from wins"),
+        pytest.param(
+            "T2", BEGINNING_MS + 4 * H, "D-carol", id="after the overlap ends, the open one again"
+        ),
+        pytest.param("T2", BEGINNING_MS + 10_000 * H, "D-carol", id="open-ended means forever"),
+        pytest.param("T9", BEGINNING_MS, None, id="a truck with no assignment"),
+    ],
+)
+def test_driver_as_of(truck: str, ts_ms: int, driver: str | None) -> None:
+    assert INDEX.driver_id_at(truck, ts_ms) == driver
+
+
+def test_equal_valid_from_overlap_is_decided_by_driver_id_not_row_order() -> None:
+    rows = [at("T1", "D-b", BEGINNING_MS, None), at("T1", "D-a", BEGINNING_MS, None)]
+    assert HistoryIndex.build([], rows).driver_id_at("T1", BEGINNING_MS) == "D-b"
+    assert HistoryIndex.build([], rows[::-1]).driver_id_at("T1", BEGINNING_MS) == "D-b"
+
+
+def test_unknown_driver_gives_the_id_but_no_history() -> None:
+    context = driver_context(INDEX, "T3", BEGINNING_MS, 120.0)
+    assert (context.driver_id, context.driver, context.high_risk) == ("D-ghost", None, False)
+
+
+def test_driver_fields_and_derived_values() -> None:
+    context = driver_context(INDEX, "T1", BEGINNING_MS + H, 119.0)
+    assert context.driver == {
+        "driver_id": "D-alice",
+        "name": "Alice",
+        "hired_on": "2019-04-01",
+        "overspeed_events_90d": 5,
+        "avg_speed_kmh_90d": 84.5,
+        "km_driven_90d": 9_120.0,
+        "risk_tier": "high",
+        "speed_over_baseline_kmh": 34.5,
+        "repeat_offender": True,
+    }
+    assert context.high_risk
+
+
+@pytest.mark.parametrize(("events", "repeat"), [(2, False), (3, True), (4, True)])
+def test_repeat_offender_threshold(events: int, repeat: bool) -> None:
+    driver = Driver("D", "D", "2020-01-01", events, 80.0, 1.0, "low")
+    index = HistoryIndex.build([driver], [at("T1", "D", 0, None)])
+    context = driver_context(index, "T1", BEGINNING_MS, 90.0)
+    assert context.driver is not None
+    assert context.driver["repeat_offender"] is repeat
+
+
+def _sustained_at(window_end_ms: int, truck: str = "T1") -> Detection:
+    """Five covered readings, the newest at ``window_end_ms`` with the maximum speed, 99."""
+    first = [reading(truck, at=BEGINNING + minutes(m), speed=95.0 + m) for m in range(4)]
+    newest = Reading("last", truck, window_end_ms, 99.0)
+    return Detection(Rule.SUSTAINED, truck, (*first, newest), 90.0)
+
+
+def test_alert_uses_the_driver_at_window_end_and_high_risk_makes_it_critical() -> None:
+    before = json.loads(encode_alert(build_alert(_sustained_at(SHIFT_CHANGE - 1), 0, INDEX)))
+    after = json.loads(encode_alert(build_alert(_sustained_at(SHIFT_CHANGE), 0, INDEX)))
+    assert (before["driver_id"], before["severity"]) == ("D-alice", "critical")
+    assert (after["driver_id"], after["severity"]) == ("D-bob", "warning")
+    assert after["driver"]["speed_over_baseline_kmh"] == 99.0 - 77.0
+
+
+def test_alert_without_driver_has_null_driver_fields() -> None:
+    alert = json.loads(encode_alert(build_alert(_sustained_at(BEGINNING_MS + H, "T9"), 0, INDEX)))
+    assert (alert["driver_id"], alert["driver"], alert["severity"]) == (None, None, "warning")
+
+
+def test_times_are_utc_epoch_ms() -> None:
+    assert to_epoch_ms(BEGINNING) == BEGINNING_MS
