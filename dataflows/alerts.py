@@ -3,8 +3,9 @@
 Input:  ``FLEET_TOPIC_TELEMETRY`` from the beginning (or the recovered offsets), every
         partition; a record that is not a valid reading goes to ``FLEET_TOPIC_DLQ``
         (stage ``alerts``).
-Output: ``FLEET_TOPIC_ALERTS`` (key truck_id, CONTRACT.md section 5); late readings,
-        unchanged, to ``FLEET_TOPIC_LATE``.
+Output: ``FLEET_TOPIC_ALERTS`` (key truck_id, CONTRACT.md section 5), each alert with
+        its driver as of its newest reading (FLEET_HISTORY_DIR or FLEET_HISTORY_DSN,
+        reloaded in the background); late readings, unchanged, to ``FLEET_TOPIC_LATE``.
 Rules:  CONTRACT.md section 4, per truck, in event-time order (ties by event_id), with
         duplicates ignored; see domain/rules.py and dataflows/speeding.py.
 Guarantee: at least once. Each batch of output is confirmed by Kafka before the flow moves
@@ -30,6 +31,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from connectors.history import HistoryStore
 from connectors.kafka import (
     ConfirmedKafkaSink,
     OutboundRecord,
@@ -39,6 +41,7 @@ from dataflows._entry import lazy_flow, start
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage, dead_letter
+from domain.history import HistoryIndex
 from domain.readings import Reading, Reason, decode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
@@ -98,18 +101,24 @@ def as_record(item: TruckArrivals | OutboundRecord) -> OutboundRecord | None:
     return item if isinstance(item, OutboundRecord) else None
 
 
+def no_history() -> HistoryIndex | None:
+    return None
+
+
 @dataclass(frozen=True)
 class OutcomeRecords:
-    """Rule outcomes -> Kafka records: alerts to the alerts topic, late readings as they came."""
+    """Rule outcomes -> Kafka records: alerts (enriched with the driver history in use) to
+    the alerts topic, late readings as they came."""
 
     topics: AlertTopics
     now: Callable[[], datetime]
+    history: Callable[[], HistoryIndex | None] = no_history
 
     def to_record(self, keyed: tuple[str, Outcome]) -> OutboundRecord:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
             return OutboundRecord(self.topics.late, truck_id.encode(), outcome.raw)
-        alert = build_alert(outcome, to_epoch_ms(self.now()))
+        alert = build_alert(outcome, to_epoch_ms(self.now()), self.history())
         return OutboundRecord(self.topics.alerts, truck_id.encode(), encode_alert(alert))
 
 
@@ -120,11 +129,13 @@ def build_flow(
     config: RuleConfig,
     now: Callable[[], datetime] = utc_now,
     idle_truck_ttl: timedelta = timedelta(hours=1),
+    history: Callable[[], HistoryIndex | None] = no_history,
 ) -> Dataflow:
-    """The alerts flow; ``now`` is processing time (quiet trucks, detected_at, DLQ stamps)."""
+    """The alerts flow; ``now`` is processing time (quiet trucks, detected_at, DLQ stamps);
+    ``history`` returns the driver history in use."""
     decoder = TelemetryDecoder(topics, now)
     rules = SpeedingRulesStep(config, now, idle_truck_ttl)
-    records = OutcomeRecords(topics, now)
+    records = OutcomeRecords(topics, now, history)
 
     flow = Dataflow("alerts")
     fetches = op.input("kafka_source", flow, source)  # list[bytes], one Kafka fetch
@@ -140,6 +151,13 @@ def build_flow(
     everything = op.merge("merge_outputs", out, dead_letters)  # OutboundRecord
     op.output("kafka_sink", everything, sink)
     return flow
+
+
+def history_store(settings: Settings) -> HistoryStore:
+    """The driver history: PostgreSQL when FLEET_HISTORY_DSN is set, else FLEET_HISTORY_DIR."""
+    if settings.history_dsn:
+        return HistoryStore.for_postgres(settings.history_dsn, settings.history_refresh_s)
+    return HistoryStore.for_directory(settings.history_dir, settings.history_refresh_s)
 
 
 def rule_config(settings: Settings) -> RuleConfig:
@@ -162,7 +180,10 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     source = KafkaBatchSource(settings.kafka_config(), topics.telemetry, tail=settings.kafka_tail)
     sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=True)
     idle_truck_ttl = timedelta(seconds=settings.idle_truck_ttl_s)
-    return build_flow(source, sink, topics, rule_config(settings), utc_now, idle_truck_ttl)
+    history = history_store(settings).start()
+    return build_flow(
+        source, sink, topics, rule_config(settings), utc_now, idle_truck_ttl, history.current
+    )
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -84,6 +84,8 @@ class Settings:
     topic_partitions: int
     topic_replication_factor: int
     history_dir: Path
+    history_dsn: str | None
+    history_refresh_s: float
     threshold_kmh: float
     violations: int
     window_s: float
@@ -127,6 +129,8 @@ class Settings:
                 "FLEET_TOPIC_REPLICATION_FACTOR", "-1", _replication_factor
             ),
             history_dir=env.get("FLEET_HISTORY_DIR", str(SAMPLE_HISTORY_DIR), Path),
+            history_dsn=env.get_optional("FLEET_HISTORY_DSN", _postgres_dsn),
+            history_refresh_s=env.get("FLEET_HISTORY_REFRESH_S", "10", _finite_between(0.1, 60)),
             threshold_kmh=env.get("FLEET_THRESHOLD_KMH", "90", _finite_between(0, 400)),
             violations=env.get("FLEET_VIOLATIONS", "5", _int_between(1, 100_000)),
             window_s=env.get("FLEET_WINDOW_S", "600", _finite_between(0, 86_400 * 7)),
@@ -152,6 +156,9 @@ class Settings:
         """The effective settings for the start-up log line, with secrets masked."""
         values = asdict(self)
         values["mqtt_url"] = self.mqtt_url.redacted()
+        if self.history_dsn:
+            values["history_dsn"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.history_dsn)
+            values["history_dsn"] = re.sub(r"(password=)\S+", r"\1***", values["history_dsn"])
         values["kafka_properties"] = {
             name: ("***" if any(word in name for word in _SECRET_WORDS) else value)
             for name, value in self.kafka_properties.items()
@@ -277,6 +284,12 @@ def _mqtt_protocol(raw: str) -> str:
 def _alerts_out(raw: str) -> str:
     if raw != "kafka" and not raw.endswith(".jsonl"):
         raise ValueError("expected 'kafka' or a path ending in .jsonl")
+    return raw
+
+
+def _postgres_dsn(raw: str) -> str:
+    if not raw.startswith(("postgresql://", "postgres://")) and "=" not in raw:
+        raise ValueError("expected a postgresql:// URL or a key=value connection string")
     return raw
 
 
