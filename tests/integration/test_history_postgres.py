@@ -90,9 +90,8 @@ def load_sample_into(connection: psycopg.Connection[tuple[object, ...]], schema:
 
 
 def test_postgres_history_equals_the_parquet_history(pg: PgSchema) -> None:
-    connection, schema, dsn = pg.connection, pg.name, pg.dsn
     pg.load_sample()
-    from_postgres = load_history_postgres(dsn)
+    from_postgres = load_history_postgres(pg.dsn)
     from_files = load_history_dir(SAMPLE_HISTORY_DIR)
     assert dict(from_postgres.drivers) == dict(from_files.drivers)
     assert from_postgres.assignments == from_files.assignments
