@@ -213,3 +213,17 @@ def consume_readings(
         lambda records: {str(r.json()["event_id"]) for r in records} >= expected_ids,
         timeout_s=timeout_s,
     )
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce (key, value) records and wait until Kafka confirmed every one."""
+    from confluent_kafka import Producer
+
+    failures: list[str] = []
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in records:
+        producer.produce(
+            topic, value, key, on_delivery=lambda e, _m: failures.append(str(e)) if e else None
+        )
+    assert producer.flush(30) == 0
+    assert not failures, failures

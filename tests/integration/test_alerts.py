@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from connectors.history import load_history_dir
 from connectors.mqtt_publisher import publish_paced
+from domain.history import driver_context
 from domain.rules import RuleConfig
+from domain.timestamps import parse_rfc3339_ms
 from fleetwatch.localbrokers import LocalBrokers
-from fleetwatch.settings import MqttUrl
+from fleetwatch.settings import SAMPLE_HISTORY_DIR, MqttUrl
 from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from tests.integration.flows import (
     FlowProcess,
@@ -117,6 +120,30 @@ def test_live_alerts_equal_the_reference(
         alerts.stop()
     assert alert_keys(records) == expected
     assert all(r.key == str(r.json()["truck_id"]).encode() for r in records)
+    assert_driver_fields(records)
+
+
+def assert_driver_fields(records: list[Record]) -> None:
+    """Each alert names the driver the shipped sample history gives at its window end."""
+    history = load_history_dir(SAMPLE_HISTORY_DIR)
+    kinds = set()
+    for document in (r.json() for r in records):
+        window_end = parse_rfc3339_ms(str(document["window_end"]))
+        context = driver_context(
+            history, str(document["truck_id"]), window_end, float(document["max_speed_kmh"])
+        )  # type: ignore[arg-type]
+        assert document["driver_id"] == context.driver_id
+        assert document["driver"] == context.driver
+        critical = document["rule"] == "instant_overspeed" or context.high_risk
+        assert document["severity"] == ("critical" if critical else "warning")
+        kinds.add(
+            "driver"
+            if context.driver
+            else "no assignment"
+            if context.driver_id is None
+            else "unknown"
+        )
+    assert {"driver", "no assignment"} <= kinds, "the fleet covers trucks with and without drivers"
 
 
 def test_bounded_runs_agree_across_layouts(
