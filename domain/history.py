@@ -10,6 +10,8 @@ never a scan. Times are epoch milliseconds (UTC).
 from __future__ import annotations
 
 import bisect
+import heapq
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,21 +82,28 @@ class HistoryIndex:
 
 def _timeline(rows: list[Assignment]) -> _Segments:
     """Disjoint segments for one truck: at each boundary, the active row with the latest
-    ``valid_from`` wins (ties: the larger driver_id, so the result never depends on row order)."""
+    ``valid_from`` wins (ties: the larger driver_id, so the result never depends on row order).
+
+    A sweep over the boundaries with a heap of the rows begun so far, highest rank on top;
+    rows that have ended are dropped when they reach the top. O(n log n) per truck.
+    """
+    ranked = sorted(rows, key=lambda r: (r.valid_from_ms, r.driver_id))
     boundaries = sorted(
         {r.valid_from_ms for r in rows} | {r.valid_to_ms for r in rows if r.valid_to_ms is not None}
     )
+    begun: list[tuple[int, float, str]] = []  # (-rank, valid_to or inf, driver_id)
     starts: list[int] = []
     drivers: list[str | None] = []
+    next_row = 0
     for start in boundaries:
-        active = [
-            r
-            for r in rows
-            if r.valid_from_ms <= start and (r.valid_to_ms is None or start < r.valid_to_ms)
-        ]
-        winner = (
-            max(active, key=lambda r: (r.valid_from_ms, r.driver_id)).driver_id if active else None
-        )
+        while next_row < len(ranked) and ranked[next_row].valid_from_ms <= start:
+            row = ranked[next_row]
+            ends = math.inf if row.valid_to_ms is None else row.valid_to_ms
+            heapq.heappush(begun, (-next_row, ends, row.driver_id))
+            next_row += 1
+        while begun and begun[0][1] <= start:  # valid_to is exclusive
+            heapq.heappop(begun)
+        winner = begun[0][2] if begun else None
         if not drivers or drivers[-1] != winner:
             starts.append(start)
             drivers.append(winner)

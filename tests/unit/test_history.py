@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.alerts import build_alert, encode_alert
 from domain.history import Assignment, Driver, HistoryIndex, driver_context
@@ -121,3 +123,36 @@ def test_alert_without_driver_has_null_driver_fields() -> None:
 
 def test_times_are_utc_epoch_ms() -> None:
     assert to_epoch_ms(BEGINNING) == BEGINNING_MS
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["D1", "D2", "D3", "D4"]),
+            st.integers(0, 40),
+            st.one_of(st.none(), st.integers(1, 30)),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.integers(-5, 80), min_size=1, max_size=20),
+)
+def test_index_agrees_with_the_definition(
+    rows: list[tuple[str, int, int | None]], instants: list[int]
+) -> None:
+    """Brute force from the contract: among rows with valid_from <= t < valid_to (or open),
+    the latest valid_from (then the larger driver_id)."""
+    assignments = [
+        Assignment("T1", d, start, None if length is None else start + length)
+        for d, start, length in rows
+    ]
+    index = HistoryIndex.build([], assignments)
+    for t in instants:
+        active = [
+            a
+            for a in assignments
+            if a.valid_from_ms <= t and (a.valid_to_ms is None or t < a.valid_to_ms)
+        ]
+        expected = (
+            max(active, key=lambda a: (a.valid_from_ms, a.driver_id)).driver_id if active else None
+        )
+        assert index.driver_id_at("T1", t) == expected
