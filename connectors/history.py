@@ -6,7 +6,9 @@ names the file or table and the column) and build a ``HistoryIndex``.
 
 ``HistoryStore`` holds the index in use. A background thread looks for changes every
 ``refresh_s`` (file size, mtime and inode; a database is simply re-read), loads the new
-data off the hot path and swaps it in with one reference assignment. A missing, truncated
+data off the hot path and swaps it in with one reference assignment. Loading works one truck
+at a time and the index holds few Python objects, so neither building a new one nor freeing
+the old one holds the GIL for long (benchmarks/history.py measures the pause). A missing, truncated
 or corrupt source keeps the last good data, logs one warning per change of the source, and
 counts the failure in ``fleetwatch_history_reloads{outcome="failed"}``.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import structlog
 
-from domain.history import RISK_TIERS, Assignment, Driver, HistoryIndex
+from domain.history import RISK_TIERS, Driver, HistoryIndex, IndexBuilder
 from fleetwatch.metrics import HISTORY_LOADED_AT, HISTORY_RELOADS
 
 log = structlog.get_logger(__name__)
@@ -116,13 +118,21 @@ def build_index(
         pl.col("avg_speed_kmh_90d").cast(pl.Float64),
         pl.col("km_driven_90d").cast(pl.Float64),
     ).iter_rows()
-    assignment_rows = assignments.with_columns(
+    builder = IndexBuilder(Driver(*row) for row in driver_rows)
+    columns = assignments.with_columns(
         pl.col("valid_from").dt.epoch("ms"), pl.col("valid_to").dt.epoch("ms")
-    ).iter_rows()
-    return HistoryIndex.build(
-        (Driver(*row) for row in driver_rows),
-        (Assignment(*row) for row in assignment_rows),
     )
+    # One truck at a time: the temporary Python values of each are freed before the next.
+    for (truck_id,), rows in columns.partition_by(
+        "truck_id", as_dict=True, maintain_order=False
+    ).items():
+        builder.add_truck(
+            str(truck_id),
+            rows["driver_id"].to_list(),
+            rows["valid_from"].to_list(),
+            rows["valid_to"].to_list(),
+        )
+    return builder.build()
 
 
 def load_history_dir(directory: Path) -> HistoryIndex:

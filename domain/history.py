@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,9 +47,13 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class _Segments:
-    """One truck's timeline: from ``starts[i]`` until ``starts[i + 1]`` it is ``drivers[i]``."""
+    """One truck's timeline: from ``starts[i]`` until ``starts[i + 1]`` it is ``drivers[i]``.
 
-    starts: list[int]
+    ``starts`` is an ``array`` (one object, not one per instant) and the driver ids are
+    shared strings: a large history is few Python objects, so replacing one frees little and
+    never pauses the flow (see ``connectors.history``)."""
+
+    starts: array[int]
     drivers: list[str | None]
 
     def at(self, ts_ms: int) -> str | None:
@@ -67,12 +72,17 @@ class HistoryIndex:
     @classmethod
     def build(cls, drivers: Iterable[Driver], assignments: Iterable[Assignment]) -> HistoryIndex:
         by_truck: dict[str, list[Assignment]] = defaultdict(list)
-        count = 0
         for assignment in assignments:
             by_truck[assignment.truck_id].append(assignment)
-            count += 1
-        timelines = {truck: _timeline(rows) for truck, rows in by_truck.items()}
-        return cls({d.driver_id: d for d in drivers}, timelines, count)
+        builder = IndexBuilder(drivers)
+        for truck, rows in by_truck.items():
+            builder.add_truck(
+                truck,
+                [r.driver_id for r in rows],
+                [r.valid_from_ms for r in rows],
+                [r.valid_to_ms for r in rows],
+            )
+        return builder.build()
 
     def driver_id_at(self, truck_id: str, ts_ms: int) -> str | None:
         """The driver assigned to ``truck_id`` at ``ts_ms``, or None."""
@@ -80,27 +90,52 @@ class HistoryIndex:
         return segments.at(ts_ms) if segments is not None else None
 
 
-def _timeline(rows: list[Assignment]) -> _Segments:
+class IndexBuilder:
+    """Builds a ``HistoryIndex`` one truck at a time, from columns (no object per row)."""
+
+    def __init__(self, drivers: Iterable[Driver]) -> None:
+        self._drivers = {d.driver_id: d for d in drivers}
+        self._ids: dict[str, str] = {d: d for d in self._drivers}  # one shared str per id
+        self._timelines: dict[str, _Segments] = {}
+        self._assignments = 0
+
+    def add_truck(
+        self,
+        truck_id: str,
+        driver_ids: list[str],
+        valid_from: list[int],
+        valid_to: list[int | None],
+    ) -> None:
+        ids = self._ids
+        shared = [ids.setdefault(d, d) for d in driver_ids]
+        self._timelines[truck_id] = _timeline(shared, valid_from, valid_to)
+        self._assignments += len(shared)
+
+    def build(self) -> HistoryIndex:
+        return HistoryIndex(self._drivers, self._timelines, self._assignments)
+
+
+def _timeline(
+    driver_ids: list[str], valid_from: list[int], valid_to: list[int | None]
+) -> _Segments:
     """Disjoint segments for one truck: at each boundary, the active row with the latest
     ``valid_from`` wins (ties: the larger driver_id, so the result never depends on row order).
 
     A sweep over the boundaries with a heap of the rows begun so far, highest rank on top;
     rows that have ended are dropped when they reach the top. O(n log n) per truck.
     """
-    ranked = sorted(rows, key=lambda r: (r.valid_from_ms, r.driver_id))
-    boundaries = sorted(
-        {r.valid_from_ms for r in rows} | {r.valid_to_ms for r in rows if r.valid_to_ms is not None}
-    )
+    ranked = sorted(range(len(driver_ids)), key=lambda i: (valid_from[i], driver_ids[i]))
+    boundaries = sorted(set(valid_from) | {end for end in valid_to if end is not None})
     begun: list[tuple[int, float, str]] = []  # (-rank, valid_to or inf, driver_id)
-    starts: list[int] = []
+    starts: array[int] = array("q")
     drivers: list[str | None] = []
-    next_row = 0
+    rank = 0
     for start in boundaries:
-        while next_row < len(ranked) and ranked[next_row].valid_from_ms <= start:
-            row = ranked[next_row]
-            ends = math.inf if row.valid_to_ms is None else row.valid_to_ms
-            heapq.heappush(begun, (-next_row, ends, row.driver_id))
-            next_row += 1
+        while rank < len(ranked) and valid_from[ranked[rank]] <= start:
+            row = ranked[rank]
+            end = valid_to[row]
+            heapq.heappush(begun, (-rank, math.inf if end is None else end, driver_ids[row]))
+            rank += 1
         while begun and begun[0][1] <= start:  # valid_to is exclusive
             heapq.heappop(begun)
         winner = begun[0][2] if begun else None
