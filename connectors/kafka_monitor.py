@@ -23,6 +23,8 @@ class TopicTally:
         self.distinct: dict[str, set[str]] = {topic: set() for topic in topics}
         self.reasons: Counter[str] = Counter()
         self.last_value: dict[str, bytes] = {}
+        self.with_driver = 0  # alerts that name a driver
+        self.critical = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="topic-tally", daemon=True)
 
@@ -70,6 +72,9 @@ class TopicTally:
             self.distinct[topic].add(str(document.get(field)))
         if "reason" in document and "stage" in document:
             self.reasons[str(document["reason"])] += 1
+        if "alert_id" in document:
+            self.with_driver += document.get("driver_id") is not None
+            self.critical += document.get("severity") == "critical"
 
     def stop(self) -> None:
         self._stop.set()

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.kafka_monitor import TopicTally
@@ -29,6 +29,8 @@ from connectors.mqtt_publisher import publish_paced
 from domain.alerts import alert_id
 from domain.rules import RuleConfig, TruckState
 from domain.timestamps import to_epoch_ms
+from fleetwatch.history_generator import HistoryShape
+from fleetwatch.history_generator import write as write_history
 from fleetwatch.localbrokers import LocalBrokers, local_brokers
 from fleetwatch.settings import MqttUrl
 from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
@@ -72,10 +74,11 @@ class Expected:
         )
 
 
-def _flow_env(brokers: LocalBrokers) -> dict[str, str]:
+def _flow_env(brokers: LocalBrokers, history_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env.update(
         {
+            "FLEET_HISTORY_DIR": str(history_dir),
             "FLEET_MQTT_URL": brokers.mqtt_url,
             "FLEET_MQTT_PROTOCOL": brokers.mqtt_protocol,
             "FLEET_MQTT_SHARE_GROUP": "fleetwatch-bridge" if brokers.shared_subscriptions else "",
@@ -141,10 +144,16 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
     )
     messages = list(FleetSimulator(config).messages(int(rate * duration_s)))
     expected = Expected.of(messages)
+    # Driver history around today (the shipped sample covers a fixed week in 2026).
+    history_dir = workdir / "history"
+    write_history(
+        HistoryShape(trucks=trucks, start=datetime.now(UTC).date() - timedelta(days=1), days=3),
+        history_dir,
+    )
     with local_brokers(workdir / "brokers") as brokers, ExitStack() as flows:
         print(f"  MQTT  {brokers.mqtt.name} at {brokers.mqtt_url} (MQTT {brokers.mqtt_protocol})")
         print(f"  Kafka {'tansu' if brokers.kafka else 'external'} at {brokers.kafka_brokers}")
-        env = _flow_env(brokers)
+        env = _flow_env(brokers, history_dir)
         bridge = flows.enter_context(_flow("bridge", env, workdir))
         _wait_for_log(workdir / "bridge.log", "mqtt_subscribed", bridge)
         flows.enter_context(_flow("alerts", env, workdir))
@@ -223,6 +232,7 @@ def _summary(expected: Expected, sent: int, published: int, tally: TopicTally) -
             "alerts missing / unexpected",
             f"{len(expected.alert_ids - got_alerts)} / {len(got_alerts - expected.alert_ids)}",
         ),
+        ("alerts naming a driver", f"{tally.with_driver} ({tally.critical} critical in all)"),
     ]
     print("\nsummary")
     for label, value in rows:
