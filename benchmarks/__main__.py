@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from benchmarks import bridge, decoders
+from benchmarks import alerts, bridge, decoders, history
 
 
 def main() -> None:
     print("== decoders")
     decoders.main()
-    print("\n== bridge")
+    print("\n== bridge vs a bare paho -> confluent-kafka forwarder")
     bridge.main([])
+    print("\n== alerts flow vs a plain confluent-kafka loop")
+    alerts.main([])
+    print("\n== driver history: lookups, load, reload pause")
+    history.main([])
 
 
 if __name__ == "__main__":
