@@ -1,9 +1,11 @@
-"""Kafka input for Bytewax in batches: one item per fetch, a list of record values.
+"""Kafka input for Bytewax in batches: one item per fetch, the record values with their offsets.
 
 Bytewax's ``KafkaSource`` emits one ``KafkaSourceMessage`` per record, and at hundreds of
 thousands of records per second building those objects costs as much as the processing.
-Here every Kafka partition is a Bytewax partition (as there), whose item is the list of
-values one ``consume`` returned, and whose snapshot is the next offset to read.
+Here every Kafka partition is a Bytewax partition (as there), whose item is a ``Fetch``:
+the values one ``consume`` returned and the offsets they span. Its snapshot is the next
+offset to read; a ``start_offset`` function can override where a partition starts (the
+archive resumes from what its lake holds, see connectors/lake.py).
 
 Transient consumer errors (broker down, connection reset) are logged and retried by
 librdkafka; fatal ones stop the flow. With ``tail=False`` a partition ends at its end.
@@ -12,7 +14,8 @@ librdkafka; fatal ones stop the flow. With ``tail=False`` a partition ends at it
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -24,16 +27,34 @@ log = structlog.get_logger(__name__)
 _ERROR_LOG_INTERVAL_S = 10.0
 
 
-class KafkaBatchSource(FixedPartitionedSource[list[bytes], int]):
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Record values from one partition, in offset order, from ``first_offset`` to
+    ``last_offset`` (inclusive; offsets may have gaps, e.g. transaction markers)."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    values: list[bytes]
+
+
+class KafkaBatchSource(FixedPartitionedSource[Fetch, int]):
     """Every partition of ``topic``, read in batches of up to ``batch_size`` values."""
 
     def __init__(
-        self, config: Mapping[str, str], topic: str, *, tail: bool = True, batch_size: int = 10_000
+        self,
+        config: Mapping[str, str],
+        topic: str,
+        *,
+        tail: bool = True,
+        batch_size: int = 10_000,
+        start_offset: Callable[[int, int | None], int] | None = None,
     ) -> None:
         self._config: dict[str, str | int | float | bool] = dict(config)
         self._topic = topic
         self._tail = tail
         self._batch_size = batch_size
+        self._start_offset = start_offset
 
     def list_parts(self) -> list[str]:
         metadata = (
@@ -47,14 +68,18 @@ class KafkaBatchSource(FixedPartitionedSource[list[bytes], int]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
-    ) -> StatefulSourcePartition[list[bytes], int]:
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+    ) -> StatefulSourcePartition[Fetch, int]:
+        partition = int(for_part)
+        if self._start_offset is not None:
+            offset = self._start_offset(partition, resume_state)
+        else:
+            offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _KafkaBatchPartition(
             self._config, self._topic, int(for_part), offset, self._tail, self._batch_size
         )
 
 
-class _KafkaBatchPartition(StatefulSourcePartition[list[bytes], int]):
+class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
     def __init__(
         self,
         config: dict[str, str | int | float | bool],
@@ -81,11 +106,11 @@ class _KafkaBatchPartition(StatefulSourcePartition[list[bytes], int]):
         self._at_end = False
         self._last_error_log = 0.0
 
-    def next_batch(self) -> list[list[bytes]]:
+    def next_batch(self) -> list[Fetch]:
         if self._at_end:
             raise StopIteration
         values: list[bytes] = []
-        last_offset = None
+        first_offset = last_offset = None
         for message in self._consumer.consume(self._batch_size, 0.001):
             error = message.error()
             if error is not None:
@@ -97,9 +122,12 @@ class _KafkaBatchPartition(StatefulSourcePartition[list[bytes], int]):
             value = message.value()
             values.append(value if value is not None else b"")
             last_offset = message.offset()
-        if last_offset is not None:
-            self._offset = last_offset + 1
-        return [values] if values else []
+            if first_offset is None:
+                first_offset = last_offset
+        if first_offset is None or last_offset is None:
+            return []
+        self._offset = last_offset + 1
+        return [Fetch(self._partition, first_offset, last_offset, values)]
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal() or not (error.retriable() or error.code() < 0):

@@ -36,7 +36,7 @@ from connectors.kafka import (
     ConfirmedKafkaSink,
     OutboundRecord,
 )
-from connectors.kafka_source import KafkaBatchSource
+from connectors.kafka_source import Fetch, KafkaBatchSource
 from dataflows._entry import lazy_flow, start
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
@@ -47,7 +47,6 @@ from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from fleetwatch.settings import Settings
 
-Fetch = list[bytes]  # the record values of one Kafka fetch
 TruckArrivals = tuple[str, Arrivals]
 
 
@@ -74,8 +73,8 @@ class TelemetryDecoder:
         """Decode and group by truck, keeping each truck's arrival order."""
         by_truck: dict[str, Arrivals] = {}
         dead_letters: list[TruckArrivals | OutboundRecord] = []
-        for values in fetches:
-            for value in values:
+        for fetch in fetches:
+            for value in fetch.values:
                 outcome = decode_canonical(value)
                 if isinstance(outcome, Reading):
                     arrivals = by_truck.get(outcome.truck_id)
@@ -138,7 +137,7 @@ def build_flow(
     records = OutcomeRecords(topics, now, history)
 
     flow = Dataflow("alerts")
-    fetches = op.input("kafka_source", flow, source)  # list[bytes], one Kafka fetch
+    fetches = op.input("kafka_source", flow, source)  # Fetch: the values of one Kafka fetch
     decoded = op.flat_map_batch(
         "decode_batch", fetches, decoder.decode_batch
     )  # (truck_id, Arrivals) | dead letter

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.kafka import OutboundRecord
+from connectors.kafka_source import Fetch
 from dataflows.alerts import AlertTopics, build_flow
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
@@ -35,9 +36,13 @@ class FakeClock:
         return cls(from_epoch_ms(epoch_ms))
 
 
-def message(r: Reading) -> list[bytes]:
+def message(r: Reading) -> Fetch:
     """A Kafka fetch holding one record."""
-    return [encode_canonical(r)]
+    return fetch(encode_canonical(r))
+
+
+def fetch(*values: bytes) -> Fetch:
+    return Fetch(0, 0, len(values) - 1, list(values))
 
 
 def run(items: Iterable[object], clock: FakeClock | None = None) -> list[OutboundRecord]:
@@ -66,7 +71,7 @@ def fast(truck: str, *offsets_s: float, speed: float = 95.0) -> list[Reading]:
 
 def test_one_fetch_with_many_trucks_and_readings() -> None:
     ordered = fast("T1", 0, 3, 6, 9, 12) + fast("T2", 0, 1, speed=140) + fast("T3", 0, speed=80)
-    records = run([[encode_canonical(r) for r in ordered]])
+    records = run([fetch(*(encode_canonical(r) for r in ordered))])
     assert alert_keys(records) == reference_alerts(ordered, CONFIG)
     assert len(alert_keys(records)) == 2
 
@@ -107,7 +112,7 @@ def test_duplicates_do_not_complete_a_match() -> None:
 
 def test_bad_records_are_dead_lettered_by_the_alerts_stage() -> None:
     good = encode_canonical(fast("T1", 0)[0])
-    records = run([[b"{broken", good, b""], [b'{"truck_id": "T1"}']])
+    records = run([fetch(b"{broken", good, b""), fetch(b'{"truck_id": "T1"}')])
     dead = [json.loads(r.value) for r in on(records, "dlq")]
     assert [(d["stage"], d["reason"], d["source_topic"]) for d in dead] == [
         ("alerts", "invalid_json", "telemetry"),
