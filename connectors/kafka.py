@@ -129,6 +129,27 @@ class _ConfirmedKafkaPartition(StatelessSinkPartition[OutboundRecord]):
         self._raise_if_failed()
 
 
+class ConfirmedProducer:
+    """Produce a few records and wait until Kafka confirmed every one (or raise)."""
+
+    def __init__(self, config: Mapping[str, str]) -> None:
+        self._producer = Producer({**PRODUCER_DEFAULTS, **config})
+
+    def send_all(self, records: Iterable[OutboundRecord]) -> None:
+        failures: list[str] = []
+
+        def report(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error.str())
+
+        for record in records:
+            self._producer.produce(record.topic, record.value, record.key, on_delivery=report)
+        while self._producer.flush(1.0) > 0:
+            pass
+        if failures:
+            raise KafkaDeliveryError(f"delivery to Kafka failed: {failures[0]}")
+
+
 def check_kafka_properties(settings: Settings) -> None:
     """Fail fast on a bad FLEET_KAFKA_<PROPERTY> value, naming the variable."""
     for prop, value in settings.kafka_properties.items():

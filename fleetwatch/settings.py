@@ -94,6 +94,8 @@ class Settings:
     allowed_lateness_s: float
     idle_truck_ttl_s: float
     lake_dir: Path | None
+    lake_roll_mb: float
+    lake_roll_s: float
     backfill_input: str | None
     alerts_out: str | None
     notify_url: str | None
@@ -143,6 +145,8 @@ class Settings:
                 "FLEET_IDLE_TRUCK_TTL_S", "3600", _finite_between(1, 86_400 * 30)
             ),
             lake_dir=env.get_optional("FLEET_LAKE_DIR", Path),
+            lake_roll_mb=env.get("FLEET_LAKE_ROLL_MB", "64", _finite_between(0.001, 4096)),
+            lake_roll_s=env.get("FLEET_LAKE_ROLL_S", "300", _finite_between(0.1, 86_400)),
             backfill_input=env.get_optional("FLEET_BACKFILL_INPUT", _nonempty),
             alerts_out=env.get_optional("FLEET_ALERTS_OUT", _alerts_out),
             notify_url=env.get_optional("FLEET_NOTIFY_URL", _http_url),

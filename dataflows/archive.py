@@ -1,0 +1,206 @@
+"""dataflows.archive: ``fleet.telemetry`` -> the Parquet lake in ``FLEET_LAKE_DIR``.
+
+Input:  ``FLEET_TOPIC_TELEMETRY``, every partition, from where the lake ends (see below).
+Output: Hive-partitioned Parquet, ``date=YYYY-MM-DD/p<partition>-<first>-<last>-<k>of<n>.parquet``
+        with the contract's columns (CONTRACT.md section 8), zstd; records that are not valid
+        readings go to ``FLEET_TOPIC_DLQ`` (stage ``archive``) before the roll is written.
+Rolls:  per Kafka partition, when the buffered records reach ``FLEET_LAKE_ROLL_MB`` or the
+        oldest is ``FLEET_LAKE_ROLL_S`` old, and at the end of bounded input
+        (``FLEET_KAFKA_TAIL=false``). Memory: up to FLEET_LAKE_ROLL_MB per partition.
+Guarantee: each reading stored exactly once, also after kill -9. File names record the
+        Kafka offsets each roll covers, so the lake is its own commit log: at start every
+        partition resumes right after its last complete roll (connectors/lake.py). Nothing
+        is kept in Bytewax snapshots; ``-r`` is accepted and changes nothing.
+Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers. All processes must
+        see the same FLEET_LAKE_DIR.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+from confluent_kafka import OFFSET_BEGINNING
+
+from connectors.kafka import ConfirmedProducer, OutboundRecord
+from connectors.kafka_source import Fetch, KafkaBatchSource
+from connectors.lake import Lake
+from connectors.log_sink import LogSink
+from dataflows._entry import lazy_flow, start
+from domain.dead_letters import Stage, dead_letter
+from domain.readings import Reading, decode_canonical
+from domain.timestamps import to_epoch_ms
+from fleetwatch.settings import Settings, SettingsError
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Roll:
+    """What one roll wrote (logged)."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    readings: int
+    dead_letters: int
+    files: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ArchiveStep:
+    """Builds the per-partition buffer; the lake, limits, DLQ and clock are plugged in."""
+
+    lake: Lake
+    roll_bytes: int
+    roll_age: timedelta
+    telemetry_topic: str
+    dlq_topic: str
+    send_dead_letters: Callable[[list[OutboundRecord]], None]
+    now: Callable[[], datetime] = utc_now
+
+    def build(self, _resume_state: None) -> _ArchiveLogic:
+        return _ArchiveLogic(self)
+
+
+@dataclass
+class _Buffer:
+    values: list[bytes] = field(default_factory=list)
+    size: int = 0
+    partition: int = -1
+    first_offset: int = -1
+    last_offset: int = -1
+    opened_at: datetime | None = None
+
+
+class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
+    def __init__(self, step: ArchiveStep) -> None:
+        self._step = step
+        self._buffer = _Buffer()
+
+    def on_batch(self, values: list[Fetch]) -> tuple[list[Roll], bool]:
+        rolls = []
+        buffer = self._buffer
+        for fetch in values:
+            if not buffer.values:
+                buffer.partition, buffer.first_offset = fetch.partition, fetch.first_offset
+                buffer.opened_at = self._step.now()
+            buffer.values.extend(fetch.values)
+            buffer.size += sum(len(v) for v in fetch.values)
+            buffer.last_offset = fetch.last_offset
+            if buffer.size >= self._step.roll_bytes:
+                rolls.append(self._roll())
+                buffer = self._buffer
+        return rolls, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Roll], bool]:
+        opened = self._buffer.opened_at
+        if (
+            self._buffer.values
+            and opened is not None
+            and self._step.now() - opened >= self._step.roll_age
+        ):
+            return [self._roll()], StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Roll], bool]:
+        return ([self._roll()] if self._buffer.values else []), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        opened = self._buffer.opened_at
+        return opened + self._step.roll_age if self._buffer.values and opened is not None else None
+
+    def snapshot(self) -> None:
+        # The lake is the commit log (file names carry the offsets): nothing to snapshot.
+        return None
+
+    def _roll(self) -> Roll:
+        started = time.perf_counter()
+        buffer, step = self._buffer, self._step
+        self._buffer = _Buffer()
+        readings: list[Reading] = []
+        dead: list[OutboundRecord] = []
+        received_at = to_epoch_ms(step.now())
+        for value in buffer.values:
+            outcome = decode_canonical(value)
+            if isinstance(outcome, Reading):
+                readings.append(outcome)
+            else:
+                record = dead_letter(
+                    Stage.ARCHIVE,
+                    outcome.reason,
+                    outcome.detail,
+                    step.telemetry_topic,
+                    value,
+                    received_at,
+                )
+                dead.append(OutboundRecord(step.dlq_topic, None, record))
+        if dead:
+            # Confirmed before the roll commits, so a crash cannot lose them.
+            step.send_dead_letters(dead)
+        files = step.lake.write_roll(
+            buffer.partition, buffer.first_offset, buffer.last_offset, readings
+        )
+        return Roll(
+            buffer.partition,
+            buffer.first_offset,
+            buffer.last_offset,
+            len(readings),
+            len(dead),
+            len(files),
+            round(time.perf_counter() - started, 3),
+        )
+
+
+def partition_key(fetch: Fetch) -> str:
+    return str(fetch.partition)
+
+
+def build_flow(source: Source[Fetch], step: ArchiveStep, rolls_out: Sink[Roll]) -> Dataflow:
+    flow = Dataflow("archive")
+    fetches = op.input("kafka_source", flow, source)  # Fetch
+    by_partition = op.key_on("partition_key", fetches, partition_key)  # (partition, Fetch)
+    rolls = op.stateful_batch("roll_to_lake", by_partition, step.build)  # (partition, Roll)
+    op.output("log_rolls", op.key_rm("drop_key", rolls), rolls_out)
+    return flow
+
+
+def flow_from_settings(settings: Settings) -> Dataflow:
+    if settings.lake_dir is None:
+        raise SettingsError("FLEET_LAKE_DIR is required by dataflows.archive")
+    start("archive", settings, [settings.topic_telemetry, settings.topic_dlq])
+    lake = Lake(settings.lake_dir)
+    settings.lake_dir.mkdir(parents=True, exist_ok=True)
+
+    def start_offset(partition: int, _resume_state: int | None) -> int:
+        resume = lake.resume_offset(partition)
+        return OFFSET_BEGINNING if resume is None else resume
+
+    source = KafkaBatchSource(
+        settings.kafka_config(),
+        settings.topic_telemetry,
+        tail=settings.kafka_tail,
+        start_offset=start_offset,
+    )
+    step = ArchiveStep(
+        lake,
+        roll_bytes=round(settings.lake_roll_mb * 1024 * 1024),
+        roll_age=timedelta(seconds=settings.lake_roll_s),
+        telemetry_topic=settings.topic_telemetry,
+        dlq_topic=settings.topic_dlq,
+        send_dead_letters=ConfirmedProducer(settings.kafka_config()).send_all,
+    )
+    return build_flow(source, step, LogSink("lake_roll_written"))
+
+
+__getattr__ = lazy_flow(flow_from_settings)
