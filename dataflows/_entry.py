@@ -24,6 +24,9 @@ def start(flow_name: str, settings: Settings, topics: Iterable[str]) -> None:
     log = structlog.get_logger(f"dataflows.{flow_name}")
     log.info("starting", flow=flow_name, settings=settings.redacted())
     check_kafka_properties(settings)
+    topics = list(topics)
+    if not topics:
+        return  # e.g. a backfill to a file: no broker needed
     ensure_topics(
         settings.kafka_config(),
         topics,

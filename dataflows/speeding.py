@@ -27,8 +27,8 @@ from domain.rules import Detection, RuleConfig, TruckState
 @dataclass(frozen=True, slots=True)
 class Arrivals:
     """One truck's readings from one fetch, in arrival order, with the record bytes each came
-    in (a late reading is passed on unchanged). One item per truck, not per reading, is what
-    Bytewax exchanges between workers and hands to the logic."""
+    in (a late reading is passed on unchanged; without them it is re-encoded). One item per
+    truck, not per reading, is what Bytewax exchanges between workers and hands to the logic."""
 
     readings: list[Reading]
     raws: list[bytes]
@@ -52,6 +52,9 @@ class SpeedingRulesStep:
     # A truck quiet this long with nothing pending is forgotten entirely (its rule state can
     # no longer matter once it exceeds WINDOW and COOLDOWN); a reading after that starts anew.
     idle_ttl: timedelta = timedelta(hours=1)
+    # Off for bounded replays (backfill): only event time and the end of input release
+    # readings there, so no wall clock can touch the results.
+    wall_clock: bool = True
 
     def build(self, resume_state: TruckState | None) -> _SpeedingLogic:
         return _SpeedingLogic(self, resume_state or TruckState())
@@ -94,7 +97,9 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
             self.state.evaluate_released(self._config, flush=True)
         ), StatefulBatchLogic.RETAIN
 
-    def notify_at(self) -> datetime:
+    def notify_at(self) -> datetime | None:
+        if not self._step.wall_clock:
+            return None
         if self.state.timeline.pending:
             return self._last_arrival + self._lateness
         return self._last_arrival + self._step.idle_ttl

@@ -1,0 +1,219 @@
+"""Bounded Parquet input for dataflows.backfill: the lake or any files with its columns.
+
+The work is split by truck: partition ``b`` of ``buckets`` holds the trucks whose
+``truck_id`` hashes to ``b`` (Polars' hash with a fixed seed, the same in every process).
+Each partition scans the files with Polars, sets bad rows apart, drops duplicates and the
+readings that can affect no rule (at or below the lowest limit, which is exact: such a
+reading changes no rule state), sorts by ``(truck_id, ts, event_id)`` and hands out each
+truck's readings in order, in chunks. Its snapshot is the number of chunks handed out.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from domain.readings import MAX_EVENT_ID_CHARS, MAX_SPEED_KMH, Reading, Reason
+from fleetwatch.progress import Progress
+
+COLUMNS = ["event_id", "truck_id", "ts", "speed_kmh", "lat", "lon"]
+_TRUCK_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+CHUNK_READINGS = 20_000
+
+
+class BackfillInputError(ValueError):
+    """The input cannot be read as readings; the message says which file or spec."""
+
+
+def resolve_inputs(spec: str) -> list[Path]:
+    """A file, a directory (searched recursively) or a glob -> the Parquet files, sorted."""
+    path = Path(spec)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = [p for p in path.rglob("*.parquet") if not p.name.startswith(".")]
+    else:
+        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+    if not files:
+        raise BackfillInputError(f"FLEET_BACKFILL_INPUT={spec!r} names no Parquet file")
+    return sorted(files)
+
+
+@dataclass(frozen=True, slots=True)
+class TruckReadings:
+    """Readings of one truck, in event-time order (ties by event_id)."""
+
+    truck_id: str
+    readings: list[Reading]
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that is not a valid reading, for the dead-letter output."""
+
+    reason: Reason
+    detail: str
+    source: str
+    raw: bytes
+
+
+Item = TruckReadings | BadRow
+
+
+def _problem() -> pl.Expr:
+    """Why a row is bad (null: it is fine), in the order the live validation checks."""
+    speed, lat, lon = pl.col("speed_kmh"), pl.col("lat"), pl.col("lon")
+    return (
+        pl.when(
+            pl.any_horizontal(
+                pl.col(c).is_null() for c in ("event_id", "truck_id", "ts", "speed_kmh")
+            )
+        )
+        .then(pl.lit("schema:a required column is null"))
+        .when(~pl.col("event_id").str.len_chars().is_between(1, MAX_EVENT_ID_CHARS))
+        .then(pl.lit(f"schema:event_id must be 1-{MAX_EVENT_ID_CHARS} chars"))
+        .when(~pl.col("truck_id").str.contains(_TRUCK_ID))
+        .then(pl.lit("schema:truck_id must be 1-64 chars of [A-Za-z0-9_.-]"))
+        .when(pl.col("ts").dt.epoch("ms") < 0)
+        .then(pl.lit("bad_timestamp:before 1970"))
+        .when(~speed.is_finite() | ~speed.is_between(0.0, MAX_SPEED_KMH))
+        .then(pl.lit("out_of_range:speed_kmh outside 0..400"))
+        .when(lat.is_not_null() & (~lat.is_finite() | ~lat.is_between(-90.0, 90.0)))
+        .then(pl.lit("out_of_range:lat outside -90..90"))
+        .when(lon.is_not_null() & (~lon.is_finite() | ~lon.is_between(-180.0, 180.0)))
+        .then(pl.lit("out_of_range:lon outside -180..180"))
+        .otherwise(pl.lit(None, pl.String))
+    )
+
+
+def _scan(files: list[Path]) -> pl.LazyFrame:
+    frame = pl.scan_parquet(
+        files, hive_partitioning=False, include_file_paths="_source", missing_columns="insert"
+    )
+    try:
+        schema = frame.collect_schema()
+    except Exception as exc:
+        raise BackfillInputError(f"cannot read the backfill input: {exc}") from exc
+    for column in COLUMNS:
+        if column not in schema:
+            raise BackfillInputError(f"backfill input has no column {column!r}")
+    if not isinstance(schema["ts"], pl.Datetime):
+        raise BackfillInputError(
+            f"backfill input column 'ts' is {schema['ts']}, expected a timestamp"
+        )
+    ts = (
+        pl.col("ts")
+        if schema["ts"].time_zone is not None
+        else pl.col("ts").dt.replace_time_zone("UTC")
+    )
+    return frame.select(
+        pl.col("event_id").cast(pl.String),
+        pl.col("truck_id").cast(pl.String),
+        ts.dt.convert_time_zone("UTC").dt.cast_time_unit("ms").alias("ts"),
+        pl.col("speed_kmh").cast(pl.Float64),
+        pl.col("lat").cast(pl.Float64),
+        pl.col("lon").cast(pl.Float64),
+        pl.col("_source"),
+    )
+
+
+class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
+    """Bounded readings from Parquet files, split into ``buckets`` partitions by truck."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        lowest_limit_kmh: float,
+        buckets: int = 16,
+        progress: Progress | None = None,
+    ) -> None:
+        self._files = files
+        self._lowest = lowest_limit_kmh
+        self._buckets = buckets
+        self._progress = progress or Progress()
+
+    def list_parts(self) -> list[str]:
+        return [str(b) for b in range(self._buckets)]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> StatefulSourcePartition[Item, int]:
+        chunks = self._chunks(int(for_part))
+        return _ListPartition(chunks, resume_state or 0)
+
+    def _chunks(self, bucket: int) -> Iterator[list[Item]]:
+        scan = _scan(self._files).with_columns(_problem().alias("_problem"))
+        truck = pl.col("truck_id")
+        in_bucket = truck.is_not_null() & ((truck.hash(seed=0) % self._buckets) == bucket)
+        if bucket == 0:  # rows without a truck id have no bucket: the first one takes them
+            in_bucket = in_bucket | truck.is_null()
+        rows = scan.filter(in_bucket).collect()
+        self._progress.add_total(rows.height)
+        bad = rows.filter(pl.col("_problem").is_not_null())
+        if bad.height:
+            yield [_bad_row(row) for row in bad.iter_rows(named=True)]
+        good = (
+            rows.filter(pl.col("_problem").is_null())
+            .unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
+            .filter(pl.col("speed_kmh") > self._lowest)
+            .sort("truck_id", "ts", "event_id")
+        )
+        self._progress.add_done(rows.height - good.height)
+        for offset in range(0, good.height, CHUNK_READINGS):
+            chunk = good.slice(offset, CHUNK_READINGS)
+            items: list[Item] = []
+            for (truck_id,), trucks in chunk.partition_by(
+                "truck_id", as_dict=True, maintain_order=True
+            ).items():
+                readings = [
+                    Reading(e, t, ts, s, la, lo)
+                    for e, t, ts, s, la, lo in trucks.select(
+                        "event_id",
+                        "truck_id",
+                        pl.col("ts").dt.epoch("ms"),
+                        "speed_kmh",
+                        "lat",
+                        "lon",
+                    ).iter_rows()
+                ]
+                items.append(TruckReadings(str(truck_id), readings))
+            self._progress.add_done(chunk.height)
+            yield items
+
+
+def _bad_row(row: dict[str, Any]) -> BadRow:
+    reason, detail = str(row.pop("_problem")).split(":", 1)
+    source = str(row.pop("_source"))
+    raw = json.dumps(row, default=str, sort_keys=True).encode()
+    return BadRow(Reason(reason), detail, source, raw)
+
+
+class _ListPartition(StatefulSourcePartition[Item, int]):
+    def __init__(self, chunks: Iterator[list[Item]], skip: int) -> None:
+        self._chunks = chunks
+        self._position = 0
+        for _ in range(skip):  # resumed: the chunks are deterministic, skip those handed out
+            next(self._chunks, None)
+            self._position += 1
+
+    def next_batch(self) -> list[Item]:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            raise StopIteration
+        self._position += 1
+        return chunk
+
+    def snapshot(self) -> int:
+        return self._position
+
+
+def encode_raw(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")

@@ -1,0 +1,156 @@
+"""dataflows.backfill: bounded Parquet input -> the same rules and enrichment -> alerts.
+
+Input:  ``FLEET_BACKFILL_INPUT``: a Parquet file, a directory (searched recursively, e.g.
+        the lake) or a glob, with the lake's columns (CONTRACT.md section 8).
+Output: ``FLEET_ALERTS_OUT``: a ``.jsonl`` path (one alert per line), or ``kafka`` for
+        ``FLEET_TOPIC_ALERTS``. Bad rows (null required values, values out of range) go to
+        the sibling ``<name>.dlq.jsonl``, or to ``FLEET_TOPIC_DLQ`` with ``kafka``.
+Rules:  the very code of dataflows.alerts (``SpeedingRulesStep``, ``build_alert``, the driver
+        history loaded once at start), fed each truck's readings sorted by event time, so the
+        alerts are those the stream gave for the same readings (and the same history).
+Determinism: event time only. No wall clock decides anything (the quiet-truck flush is
+        off; the end of input releases what is pending) and ``detected_at`` is the alert's
+        ``window_end``: the same input always gives the same alerts, byte for byte.
+Speed:  readings at or below the lowest limit cannot change any rule, so Polars drops them
+        before any per-row Python; duplicates are dropped there too.
+Scale:  ``-w N`` / ``-i/-a``: the input is split by truck into 16 buckets. Ends by itself
+        with exit 0; progress on stderr, then a summary line.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeGuard
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.history import HistoryStore
+from connectors.jsonl_sink import JsonlSink
+from connectors.kafka_keyed_sink import KafkaTopicSink
+from connectors.parquet_input import (
+    BadRow,
+    Item,
+    ParquetReadingsSource,
+    TruckReadings,
+    resolve_inputs,
+)
+from dataflows._entry import lazy_flow, start
+from dataflows.alerts import history_store, rule_config
+from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
+from domain.alerts import build_alert, encode_alert
+from domain.dead_letters import Stage, dead_letter
+from domain.history import HistoryIndex
+from domain.rules import RuleConfig
+from domain.timestamps import to_epoch_ms
+from fleetwatch.progress import Progress
+from fleetwatch.settings import Settings, SettingsError
+
+KeyedLine = tuple[str, bytes]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _no_wall_clock() -> datetime:
+    return _EPOCH  # never consulted for results: wall_clock=False below
+
+
+def is_truck_readings(item: Item) -> TypeGuard[TruckReadings]:
+    return isinstance(item, TruckReadings)
+
+
+def as_arrivals(batch: TruckReadings) -> tuple[str, Arrivals]:
+    return batch.truck_id, Arrivals(batch.readings, [])
+
+
+@dataclass(frozen=True)
+class BackfillLines:
+    """Outcomes and bad rows -> output lines; counts them for the summary."""
+
+    history: HistoryIndex | None
+    progress: Progress
+
+    def alert_line(self, keyed: tuple[str, Outcome]) -> KeyedLine:
+        truck_id, outcome = keyed
+        if isinstance(outcome, LateReading):
+            # Each truck's readings arrive sorted: nothing can be late. Say so loudly if it is.
+            raise RuntimeError(
+                f"backfill produced a late reading for {truck_id}: input not sorted?"
+            )
+        detected_at = outcome.readings[-1].ts_ms  # event time: the alert's window_end
+        self.progress.add_alert(str(outcome.rule))
+        return truck_id, encode_alert(build_alert(outcome, detected_at, self.history))
+
+    def dead_letter_line(self, row: BadRow) -> KeyedLine:
+        self.progress.add_dead_letter()
+        received_at = to_epoch_ms(datetime.now(UTC))
+        return "", dead_letter(
+            Stage.BACKFILL, row.reason, row.detail, row.source, row.raw, received_at
+        )
+
+
+def build_flow(
+    source: Source[Item],
+    alerts_out: Sink[KeyedLine],
+    dead_letters_out: Sink[KeyedLine],
+    config: RuleConfig,
+    history: HistoryIndex | None,
+    progress: Progress,
+) -> Dataflow:
+    rules = SpeedingRulesStep(config, _no_wall_clock, wall_clock=False)
+    lines = BackfillLines(history, progress)
+
+    flow = Dataflow("backfill")
+    items = op.input("parquet_source", flow, source)  # TruckReadings (sorted) | BadRow
+    split = op.branch("is_truck_readings", items, is_truck_readings)
+    by_truck = op.map("as_arrivals", split.trues, as_arrivals)  # (truck_id, Arrivals)
+    outcomes = op.stateful_batch("speeding_rules", by_truck, rules.build)  # (truck_id, Detection)
+    alerts = op.map("alert_line", outcomes, lines.alert_line)  # (truck_id, alert JSON)
+    op.output("alerts_out", alerts, alerts_out)
+    bad = op.filter_map(
+        "bad_rows", split.falses, lambda item: item if isinstance(item, BadRow) else None
+    )
+    dead = op.map("dead_letter_line", bad, lines.dead_letter_line)  # ("", DLQ JSON)
+    op.output("dead_letters_out", dead, dead_letters_out)
+    return flow
+
+
+def dead_letter_path(alerts_path: Path) -> Path:
+    """``alerts.jsonl`` -> ``alerts.dlq.jsonl``."""
+    return alerts_path.with_name(alerts_path.name.removesuffix(".jsonl") + ".dlq.jsonl")
+
+
+def flow_from_settings(settings: Settings) -> Dataflow:
+    if settings.backfill_input is None:
+        raise SettingsError("FLEET_BACKFILL_INPUT is required by dataflows.backfill")
+    if settings.alerts_out is None:
+        raise SettingsError(
+            "FLEET_ALERTS_OUT is required by dataflows.backfill ('kafka' or a .jsonl path)"
+        )
+    to_kafka = settings.alerts_out == "kafka"
+    start("backfill", settings, [settings.topic_alerts, settings.topic_dlq] if to_kafka else [])
+    files = resolve_inputs(settings.backfill_input)
+    config = rule_config(settings)
+    progress = Progress()
+    atexit.register(lambda: print(progress.summary(), file=sys.stderr, flush=True))
+    # Loaded once: a history that changed halfway through would make the result depend on timing.
+    store: HistoryStore = history_store(settings)
+    store.refresh()
+    alerts_out: Sink[KeyedLine]
+    dead_out: Sink[KeyedLine]
+    if to_kafka:
+        alerts_out = KafkaTopicSink(settings.kafka_config(), settings.topic_alerts)
+        dead_out = KafkaTopicSink(settings.kafka_config(), settings.topic_dlq)
+    else:
+        path = Path(settings.alerts_out)
+        alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))
+    source = ParquetReadingsSource(files, config.lowest_limit_kmh, progress=progress)
+    return build_flow(source, alerts_out, dead_out, config, store.current(), progress)
+
+
+__getattr__ = lazy_flow(flow_from_settings)
