@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import glob
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,8 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
         self._lowest = lowest_limit_kmh
         self._buckets = buckets
         self._progress = progress or Progress()
+        self._lock = threading.Lock()
+        self._cache: _Prepared | None = None
 
     def list_parts(self) -> list[str]:
         return [str(b) for b in range(self._buckets)]
@@ -149,24 +152,48 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
         chunks = self._chunks(int(for_part))
         return _ListPartition(chunks, resume_state or 0)
 
+    def _prepared(self) -> _Prepared:
+        """One scan per process for all its buckets (not one per bucket), done once."""
+        with self._lock:
+            if self._cache is None:
+                scan = _scan(self._files).with_columns(
+                    _problem().alias("_problem"),
+                    # Rows without a truck id have no bucket: the first one takes them.
+                    pl.col("truck_id")
+                    .hash(seed=0)
+                    .mod(self._buckets)
+                    .fill_null(0)
+                    .alias("_bucket"),
+                )
+                # Filter before dedupe: a resend repeats its original's speed, so both go or
+                # both stay, and far fewer rows are left to deduplicate.
+                good = (
+                    scan.filter(pl.col("_problem").is_null() & (pl.col("speed_kmh") > self._lowest))
+                    .unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
+                    .sort("_bucket", "truck_id", "ts", "event_id")
+                )
+                # Collected together, the three share one scan, and only the small results
+                # (counts, bad rows, readings over the limit) are held in memory.
+                sizes, bad, kept = pl.collect_all(
+                    [
+                        scan.group_by("_bucket").len(),
+                        scan.filter(pl.col("_problem").is_not_null()),
+                        good,
+                    ]
+                )
+                self._cache = _Prepared(sizes, bad, kept)
+            return self._cache
+
     def _chunks(self, bucket: int) -> Iterator[list[Item]]:
-        scan = _scan(self._files).with_columns(_problem().alias("_problem"))
-        truck = pl.col("truck_id")
-        in_bucket = truck.is_not_null() & ((truck.hash(seed=0) % self._buckets) == bucket)
-        if bucket == 0:  # rows without a truck id have no bucket: the first one takes them
-            in_bucket = in_bucket | truck.is_null()
-        rows = scan.filter(in_bucket).collect()
-        self._progress.add_total(rows.height)
-        bad = rows.filter(pl.col("_problem").is_not_null())
+        prepared = self._prepared()
+        in_bucket = pl.col("_bucket") == bucket
+        total = int(prepared.sizes.filter(in_bucket)["len"].sum())
+        self._progress.add_total(total)
+        bad = prepared.bad.filter(in_bucket)
         if bad.height:
-            yield [_bad_row(row) for row in bad.iter_rows(named=True)]
-        good = (
-            rows.filter(pl.col("_problem").is_null())
-            .unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
-            .filter(pl.col("speed_kmh") > self._lowest)
-            .sort("truck_id", "ts", "event_id")
-        )
-        self._progress.add_done(rows.height - good.height)
+            yield [_bad_row(row) for row in bad.drop("_bucket").iter_rows(named=True)]
+        good = prepared.good.filter(in_bucket)
+        self._progress.add_done(total - good.height)
         for offset in range(0, good.height, CHUNK_READINGS):
             chunk = good.slice(offset, CHUNK_READINGS)
             items: list[Item] = []
@@ -187,6 +214,13 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
                 items.append(TruckReadings(str(truck_id), readings))
             self._progress.add_done(chunk.height)
             yield items
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sizes: pl.DataFrame  # rows per bucket
+    bad: pl.DataFrame
+    good: pl.DataFrame  # valid, deduplicated, over the lowest limit, sorted
 
 
 def _bad_row(row: dict[str, Any]) -> BadRow:
