@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import alerts, bridge, decoders, history
+from benchmarks import alerts, bridge, decoders, history, lake
 
 
 def main() -> None:
@@ -14,6 +14,8 @@ def main() -> None:
     alerts.main([])
     print("\n== driver history: lookups, load, reload pause")
     history.main([])
+    print("\n== lake: backfill vs pure Polars, archive throughput")
+    lake.main([])
 
 
 if __name__ == "__main__":
