@@ -37,7 +37,7 @@ from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 TELEMETRY, DLQ, ALERTS = "fleet.telemetry", "fleet.dlq", "fleet.alerts"
-FLOWS = ("bridge", "alerts")
+FLOWS = ("bridge", "alerts", "archive")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ def _flow_env(brokers: LocalBrokers, history_dir: Path) -> dict[str, str]:
             "FLEET_MQTT_SHARE_GROUP": "fleetwatch-bridge" if brokers.shared_subscriptions else "",
             "FLEET_KAFKA_BROKERS": brokers.kafka_brokers,
             "FLEET_TOPIC_PARTITIONS": "4",
+            "FLEET_LAKE_DIR": str(history_dir.parent / "lake"),
+            "FLEET_LAKE_ROLL_S": "5",
         }
     )
     return env
@@ -157,6 +159,7 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         bridge = flows.enter_context(_flow("bridge", env, workdir))
         _wait_for_log(workdir / "bridge.log", "mqtt_subscribed", bridge)
         flows.enter_context(_flow("alerts", env, workdir))
+        flows.enter_context(_flow("archive", env, workdir))
         print(f"  flows running: {', '.join('dataflows.' + f for f in FLOWS)}; publishing\n")
         ids = {TELEMETRY: "event_id", ALERTS: "alert_id"}
         tally = TopicTally(brokers.kafka_brokers, [TELEMETRY, DLQ, ALERTS], ids).start()
@@ -167,7 +170,9 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         _wait_until_accounted(tally, expected, timeout_s=45)
         tally.stop()
         _show_an_alert(tally)
-    return _summary(expected, len(messages), published, tally)
+        flows.close()  # the live flows stop; what the archive had not rolled yet is re-read below
+        replayed = _archive_then_backfill(env, workdir)
+    return _summary(expected, len(messages), published, tally, replayed)
 
 
 def _publish_with_progress(
@@ -209,13 +214,43 @@ def _wait_until_accounted(tally: TopicTally, expected: Expected, timeout_s: floa
         time.sleep(0.2)
 
 
+def _bounded(name: str, env: dict[str, str], workdir: Path) -> None:
+    with (workdir / f"{name}.log").open("ab") as log:
+        subprocess.run(
+            [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=300,
+        )
+
+
+def _archive_then_backfill(env: dict[str, str], workdir: Path) -> set[str]:
+    """Finish the lake (the archive resumes after its last complete roll and reads to the
+    end), then replay the lake through dataflows.backfill; returns the replayed alert ids."""
+    print("\n  finishing the lake (dataflows.archive to the end of fleet.telemetry), then backfill")
+    _bounded("archive", {**env, "FLEET_KAFKA_TAIL": "false"}, workdir)
+    out = workdir / "backfill-alerts.jsonl"
+    lake = env["FLEET_LAKE_DIR"]
+    _bounded(
+        "backfill", {**env, "FLEET_BACKFILL_INPUT": lake, "FLEET_ALERTS_OUT": str(out)}, workdir
+    )
+    files = sum(1 for _ in Path(lake).rglob("*.parquet"))
+    print(f"  lake: {files} Parquet files in {lake}; backfill alerts in {out}")
+    return {json.loads(line)["alert_id"] for line in out.read_text().splitlines()}
+
+
 def _show_an_alert(tally: TopicTally) -> None:
     if tally.last_value.get(ALERTS):
         print("\n  an alert from fleet.alerts:")
         print("  " + json.dumps(json.loads(tally.last_value[ALERTS]), separators=(", ", ": ")))
 
 
-def _summary(expected: Expected, sent: int, published: int, tally: TopicTally) -> int:
+def _summary(
+    expected: Expected, sent: int, published: int, tally: TopicTally, replayed: set[str]
+) -> int:
     missing = expected.reading_ids - tally.distinct[TELEMETRY]
     got_alerts = tally.distinct[ALERTS]
     distinct = len(tally.distinct[TELEMETRY])
@@ -233,6 +268,10 @@ def _summary(expected: Expected, sent: int, published: int, tally: TopicTally) -
             f"{len(expected.alert_ids - got_alerts)} / {len(got_alerts - expected.alert_ids)}",
         ),
         ("alerts naming a driver", f"{tally.with_driver} ({tally.critical} critical in all)"),
+        (
+            "backfill over the lake",
+            f"{len(replayed)} alerts, {'the same' if replayed == got_alerts else 'DIFFERENT'} ids",
+        ),
     ]
     print("\nsummary")
     for label, value in rows:
@@ -242,6 +281,7 @@ def _summary(expected: Expected, sent: int, published: int, tally: TopicTally) -
         and tally.records[DLQ] >= expected.bad
         and published == sent
         and got_alerts == expected.alert_ids
+        and replayed == got_alerts
     )
     print(
         "  result: every message accounted for, alerts as expected"
