@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from fleetwatch.clock import wall_clock_ms
 from fleetwatch.settings import MqttUrl
 from fleetwatch.shutdown import shutdown_requested
 
@@ -35,11 +36,6 @@ log = structlog.get_logger(__name__)
 _MAX_BATCH = 5_000
 _QUIET_BEFORE_LEAVING_S = 0.5
 _MAX_LEAVING_S = 10.0
-
-
-def wall_clock_ms() -> int:
-    """Processing time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeGuard
 
 from bytewax import operators as op
@@ -45,13 +45,10 @@ from domain.history import HistoryIndex
 from domain.readings import Reading, Reason, decode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
+from fleetwatch.clock import utc_now
 from fleetwatch.settings import Settings
 
 TruckArrivals = tuple[str, Arrivals]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

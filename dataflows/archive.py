@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -37,11 +37,8 @@ from dataflows._entry import lazy_flow, start
 from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading, decode_canonical
 from domain.timestamps import to_epoch_ms
+from fleetwatch.clock import utc_now
 from fleetwatch.settings import Settings, SettingsError
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
