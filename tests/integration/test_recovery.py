@@ -1,0 +1,169 @@
+"""dataflows.alerts with Bytewax recovery under faults: repeated kill -9, downtime longer
+than the allowed lateness, and rescaling between runs; compared with uninterrupted runs."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from bytewax.recovery import init_db_dir
+
+from domain.rules import RuleConfig
+from tests.integration.flows import (
+    FlowProcess,
+    Namespace,
+    Record,
+    consume_until,
+)
+from tests.integration.load import SteadyLoad
+from tests.integration.reports import report
+from tests.reference import reference_alerts
+
+
+def alert_ids(records: list[Record]) -> Counter[str]:
+    return Counter(str(r.json()["alert_id"]) for r in records)
+
+
+def uninterrupted_ids(namespace: Namespace, logs: Path, config_env: dict[str, str]) -> set[str]:
+    """The alerts of one run over the whole topic, no recovery, no faults."""
+    topic = namespace.topic("alerts-reference")
+    env = namespace.env(
+        FLEET_TOPIC_ALERTS=topic,
+        FLEET_TOPIC_LATE=topic + ".late",
+        FLEET_KAFKA_TAIL="false",
+        **config_env,
+    )
+    reference = FlowProcess("dataflows.alerts", env, logs / "reference.log").start()
+    assert reference.wait(timeout_s=120) == 0, reference.log_tail()
+    return set(
+        alert_ids(
+            consume_until(
+                namespace.brokers.kafka_brokers, topic, lambda r: False, timeout_s=5, settle_s=0
+            )
+        )
+    )
+
+
+def recovery_dir(tmp_path: Path, partitions: int = 1) -> Path:
+    directory = tmp_path / "recovery"
+    directory.mkdir()
+    init_db_dir(directory, partitions)
+    return directory
+
+
+def test_kill_loop_loses_no_alert(
+    namespace: Namespace, logs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recovery = recovery_dir(tmp_path)
+    args = ["-r", str(recovery), "-s", "1", "-b", "0"]
+    load = SteadyLoad(
+        namespace.brokers.kafka_brokers, namespace.topic("telemetry"), count=36_000, rate=2_000
+    ).start()
+    env = namespace.env()
+    flow = FlowProcess("dataflows.alerts", env, logs / "alerts.log", args).start()
+    rng = random.Random(7)
+    kills, recoveries = 0, []
+    while load.running or kills < 10:
+        time.sleep(rng.uniform(0.8, 2.0))
+        assert flow.process is not None
+        assert flow.process.poll() is None, flow.log_tail()
+        flow.kill()
+        kills += 1
+        restarted = time.monotonic()
+        flow = FlowProcess("dataflows.alerts", env, logs / "alerts.log", args).start()
+        flow.wait_for_event("history_loaded", count=kills + 1)
+        recoveries.append(time.monotonic() - restarted)
+    load.join()
+    expected = uninterrupted_ids(namespace, logs, {})
+    assert expected == {  # the uninterrupted run itself agrees with the sorted reference
+        str(i) for i in _reference_ids(load)
+    }
+    try:
+        records = consume_until(
+            namespace.brokers.kafka_brokers,
+            namespace.topic("alerts"),
+            lambda r: set(alert_ids(r)) >= expected,
+            timeout_s=60,
+            settle_s=2,
+        )
+    finally:
+        flow.stop()
+    got = alert_ids(records)
+    lost = expected - set(got)
+    duplicates = sum(got.values()) - len(got)
+    report(
+        "alerts-kill-loop",
+        {
+            "readings": len(load.readings),
+            "kills": kills,
+            "alerts": len(expected),
+            "lost": len(lost),
+            "duplicates": duplicates,
+            "unexpected": len(set(got) - expected),
+            "restart_to_running_s_max": round(max(recoveries), 2),
+        },
+        capsys,
+    )
+    assert kills >= 10
+    assert not lost
+    assert set(got) == expected
+    assert_nothing_late(namespace)
+
+
+def assert_nothing_late(namespace: Namespace) -> None:
+    """The load is in event-time order: any late reading would be a misclassification."""
+    late = consume_until(
+        namespace.brokers.kafka_brokers,
+        namespace.topic("late"),
+        lambda r: False,
+        timeout_s=2,
+        settle_s=0,
+    )
+    assert late == []
+
+
+def test_downtime_longer_than_the_lateness_misclassifies_nothing(
+    namespace: Namespace, logs: Path, tmp_path: Path
+) -> None:
+    lateness = {"FLEET_ALLOWED_LATENESS_S": "2"}
+    recovery = recovery_dir(tmp_path)
+    args = ["-r", str(recovery), "-s", "1", "-b", "0"]
+    load = SteadyLoad(
+        namespace.brokers.kafka_brokers,
+        namespace.topic("telemetry"),
+        count=30_000,
+        rate=2_000,
+        seed=3,
+    ).start()
+    env = namespace.env(**lateness)
+    flow = FlowProcess("dataflows.alerts", env, logs / "alerts.log", args).start()
+    time.sleep(4)
+    flow.kill()
+    time.sleep(9)  # more than four times the allowed lateness, while readings keep arriving
+    flow = FlowProcess("dataflows.alerts", env, logs / "alerts.log", args).start()
+    load.join()
+    expected = uninterrupted_ids(namespace, logs, lateness)
+    try:
+        records = consume_until(
+            namespace.brokers.kafka_brokers,
+            namespace.topic("alerts"),
+            lambda r: set(alert_ids(r)) >= expected,
+            timeout_s=60,
+        )
+    finally:
+        flow.stop()
+    assert set(alert_ids(records)) == expected
+    assert len(expected) > 10
+    assert_nothing_late(namespace)
+
+
+def _reference_ids(load: SteadyLoad) -> set[str]:
+    from domain.alerts import alert_id
+
+    return {
+        alert_id(rule, truck, events[0])
+        for rule, truck, events in reference_alerts(load.readings, RuleConfig())
+    }
