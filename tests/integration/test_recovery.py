@@ -16,6 +16,8 @@ from tests.integration.flows import (
     FlowProcess,
     Namespace,
     Record,
+    cluster_addresses,
+    cluster_args,
     consume_until,
 )
 from tests.integration.load import SteadyLoad
@@ -167,3 +169,64 @@ def _reference_ids(load: SteadyLoad) -> set[str]:
         alert_id(rule, truck, events[0])
         for rule, truck, events in reference_alerts(load.readings, RuleConfig())
     }
+
+
+def test_rescale_on_resume_gives_the_same_alerts(
+    namespace: Namespace, logs: Path, tmp_path: Path
+) -> None:
+    """1 -> 2 -> 3 -> 1 processes on the same recovery partitions, each stopped with kill -9."""
+    recovery = recovery_dir(tmp_path, partitions=3)
+    load = SteadyLoad(
+        namespace.brokers.kafka_brokers,
+        namespace.topic("telemetry"),
+        count=36_000,
+        rate=2_000,
+        seed=5,
+    ).start()
+    env = namespace.env()
+    layouts = [1, 2, 3]
+    for processes in layouts:
+        addresses = cluster_addresses(processes)
+        flows = [
+            FlowProcess(
+                "dataflows.alerts",
+                env,
+                logs / f"alerts-{processes}-{i}.log",
+                [
+                    "-r",
+                    str(recovery),
+                    "-s",
+                    "1",
+                    "-b",
+                    "0",
+                    *(cluster_args(i, addresses) if processes > 1 else []),
+                ],
+            ).start()
+            for i in range(processes)
+        ]
+        for flow in flows:
+            flow.wait_for_event("history_loaded")
+        time.sleep(4)
+        for flow in flows:
+            assert flow.process is not None
+            assert flow.process.poll() is None, flow.log_tail()
+            flow.kill()
+    final = FlowProcess(
+        "dataflows.alerts",
+        env,
+        logs / "alerts-final.log",
+        ["-r", str(recovery), "-s", "1", "-b", "0"],
+    ).start()
+    load.join()
+    expected = uninterrupted_ids(namespace, logs, {})
+    try:
+        records = consume_until(
+            namespace.brokers.kafka_brokers,
+            namespace.topic("alerts"),
+            lambda r: set(alert_ids(r)) >= expected,
+            timeout_s=60,
+        )
+    finally:
+        final.stop()
+    assert set(alert_ids(records)) == expected
+    assert_nothing_late(namespace)
