@@ -162,19 +162,46 @@ def check_kafka_properties(settings: Settings) -> None:
             raise SettingsError(f"{variable} (librdkafka {prop!r}) is invalid: {exc}") from None
 
 
+class KafkaUnreachable(RuntimeError):
+    """No Kafka broker answered within the start-up timeout."""
+
+
 def ensure_topics(
     config: Mapping[str, str],
     topics: Iterable[str],
     partitions: int,
     replication_factor: int,
-    timeout_s: float = 30.0,
+    timeout_s: float = 120.0,
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    While no broker answers, retry with backoff (1 s doubling to 15 s), logging each
+    attempt, for up to ``timeout_s``; then raise ``KafkaUnreachable`` naming the brokers."""
     admin = AdminClient(dict(config))
     wanted = sorted(set(topics))
     deadline = time.monotonic() + timeout_s
+    delay = 1.0
     while True:
-        existing = admin.list_topics(timeout=timeout_s).topics
+        try:
+            existing = admin.list_topics(
+                timeout=min(10.0, max(1.0, deadline - time.monotonic()))
+            ).topics
+        except KafkaException as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                brokers = config.get("bootstrap.servers")
+                raise KafkaUnreachable(
+                    f"no Kafka broker at {brokers} answered for {timeout_s:.0f} s: {exc}"
+                ) from None
+            log.warning(
+                "kafka_unreachable",
+                brokers=config.get("bootstrap.servers"),
+                retry_in_s=delay,
+                error=str(exc),
+            )
+            time.sleep(min(delay, max(left, 0.1)))
+            delay = min(delay * 2, 15.0)
+            continue
         missing = [t for t in wanted if t not in existing or existing[t].error is not None]
         if not missing:
             return
@@ -184,7 +211,7 @@ def ensure_topics(
             NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
             for t in missing
         ]
-        for topic, future in admin.create_topics(new, request_timeout=timeout_s).items():
+        for topic, future in admin.create_topics(new, request_timeout=30).items():
             try:
                 future.result()
                 log.info("kafka_topic_created", topic=topic, partitions=partitions)

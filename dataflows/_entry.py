@@ -32,6 +32,7 @@ def start(flow_name: str, settings: Settings, topics: Iterable[str]) -> None:
         topics,
         settings.topic_partitions,
         settings.topic_replication_factor,
+        timeout_s=settings.kafka_startup_timeout_s,
     )
 
 

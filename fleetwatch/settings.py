@@ -21,7 +21,9 @@ SAMPLE_HISTORY_DIR = Path(__file__).resolve().parent / "sample_history"
 
 # FLEET_KAFKA_* variables that are fleetwatch's own; every other FLEET_KAFKA_<PROPERTY> is passed
 # to librdkafka as <property> (lower case, '_' -> '.').
-_KAFKA_OWN_VARIABLES = frozenset({"FLEET_KAFKA_BROKERS", "FLEET_KAFKA_TAIL"})
+_KAFKA_OWN_VARIABLES = frozenset(
+    {"FLEET_KAFKA_BROKERS", "FLEET_KAFKA_TAIL", "FLEET_KAFKA_STARTUP_TIMEOUT_S"}
+)
 _SECRET_WORDS = ("password", "secret", "key", "token", "credential")
 _SHARE_GROUP = re.compile(r"^[^/+#]*$")
 
@@ -75,6 +77,7 @@ class Settings:
     mqtt_leave_on_stop: bool
     kafka_brokers: tuple[str, ...]
     kafka_tail: bool
+    kafka_startup_timeout_s: float
     kafka_properties: Mapping[str, str]
     kafka_property_variables: Mapping[str, str]
     topic_telemetry: str
@@ -120,6 +123,9 @@ class Settings:
             mqtt_leave_on_stop=env.get("FLEET_MQTT_LEAVE_ON_STOP", "false", _boolean),
             kafka_brokers=env.get("FLEET_KAFKA_BROKERS", "127.0.0.1:9092", _brokers),
             kafka_tail=env.get("FLEET_KAFKA_TAIL", "true", _boolean),
+            kafka_startup_timeout_s=env.get(
+                "FLEET_KAFKA_STARTUP_TIMEOUT_S", "120", _finite_between(1, 3600)
+            ),
             kafka_properties=kafka_properties,
             kafka_property_variables=kafka_property_variables,
             topic_telemetry=env.get("FLEET_TOPIC_TELEMETRY", "fleet.telemetry", _kafka_topic),
