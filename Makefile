@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint unit integration bench clean
+.PHONY: install demo test lint unit integration bench recovery-init clean
+
+# Recovery partitions for a stateful flow: make recovery-init RECOVERY_DIR=... PARTITIONS=...
+RECOVERY_DIR ?= recovery/alerts
+PARTITIONS ?= 1
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] < (3, 13), "fleetwatch needs Python 3.11 or 3.12"'
@@ -35,6 +39,10 @@ test: lint
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+recovery-init: install
+	mkdir -p $(RECOVERY_DIR)
+	$(BIN)/python -m bytewax.recovery $(RECOVERY_DIR) $(PARTITIONS)
 
 clean:
 	rm -rf $(VENV) build demo-run .pytest_cache .mypy_cache .ruff_cache

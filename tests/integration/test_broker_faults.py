@@ -3,6 +3,7 @@ refuses. Flows retry with clear logs or stop loudly with a non-zero exit; nothin
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fleetwatch.settings import MqttUrl
 from fleetwatch.simulator import FleetConfig, FleetSimulator
 from tests.builders import BEGINNING_MS
 from tests.integration.flows import FlowProcess, Namespace, consume_readings, consume_until, produce
+from tests.integration.load import SteadyLoad
 
 
 def spikes(truck: str, count: int) -> list[tuple[bytes, bytes]]:
@@ -123,3 +125,56 @@ def test_undeliverable_alert_stops_the_flow_and_is_produced_after_the_fix(
         settle_s=0,
     )
     assert [r.json()["event_ids"] for r in alerts] == [[r.event_id for r in readings[:5]]]
+
+
+def test_kafka_outage_mid_run_is_ridden_out(
+    namespace: Namespace, logs: Path, tmp_path: Path
+) -> None:
+    """The broker stops answering for 8 s (SIGSTOP: connections hang, data kept) while
+    readings keep coming; the flow retries and ends with the uninterrupted run's alerts.
+    (The bundled Tansu keeps data in memory only, so a restarted one would be a new, empty
+    broker: an outage is simulated by freezing it.)"""
+    kafka = tansu_broker(tmp_path)
+    kafka.start()
+    bootstrap = f"127.0.0.1:{kafka.port}"
+    env = namespace.env(FLEET_KAFKA_BROKERS=bootstrap)
+    try:
+        load = SteadyLoad(
+            bootstrap, namespace.topic("telemetry"), count=24_000, rate=2_000, seed=9
+        ).start()
+        flow = FlowProcess("dataflows.alerts", env, logs / "alerts.log").start()
+        flow.wait_for_event("history_loaded")
+        time.sleep(3)
+        assert kafka.process is not None
+        kafka.process.send_signal(signal.SIGSTOP)
+        time.sleep(8)
+        kafka.process.send_signal(signal.SIGCONT)
+        load.join()
+        reference_env = namespace.env(
+            FLEET_KAFKA_BROKERS=bootstrap,
+            FLEET_TOPIC_ALERTS=namespace.topic("reference"),
+            FLEET_KAFKA_TAIL="false",
+        )
+        reference = FlowProcess("dataflows.alerts", reference_env, logs / "reference.log").start()
+        assert reference.wait(timeout_s=120) == 0, reference.log_tail()
+        expected = {
+            str(r.json()["alert_id"])
+            for r in consume_until(
+                bootstrap, namespace.topic("reference"), lambda r: False, timeout_s=3, settle_s=0
+            )
+        }
+        try:
+            records = consume_until(
+                bootstrap,
+                namespace.topic("alerts"),
+                lambda r: {str(x.json()["alert_id"]) for x in r} >= expected,
+                timeout_s=60,
+            )
+        finally:
+            assert flow.process is not None
+            assert flow.process.poll() is None, "the flow rode the outage out"
+            flow.stop()
+        assert len(expected) > 10
+        assert {str(r.json()["alert_id"]) for r in records} == expected
+    finally:
+        kafka.stop()
