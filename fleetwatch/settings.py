@@ -102,6 +102,13 @@ class Settings:
     backfill_input: str | None
     alerts_out: str | None
     notify_url: str | None
+    notify_secret: str | None
+    notify_routes: Path | None
+    notify_timezone: str
+    notify_timeout_s: float
+    notify_max_attempts: int
+    notify_concurrency: int
+    notify_retention_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +163,15 @@ class Settings:
             backfill_input=env.get_optional("FLEET_BACKFILL_INPUT", _nonempty),
             alerts_out=env.get_optional("FLEET_ALERTS_OUT", _alerts_out),
             notify_url=env.get_optional("FLEET_NOTIFY_URL", _http_url),
+            notify_secret=env.get_optional("FLEET_NOTIFY_SECRET", _signing_secret),
+            notify_routes=env.get_optional("FLEET_NOTIFY_ROUTES", Path),
+            notify_timezone=env.get("FLEET_NOTIFY_TIMEZONE", "UTC", _timezone),
+            notify_timeout_s=env.get("FLEET_NOTIFY_TIMEOUT_S", "10", _finite_between(0.1, 300)),
+            notify_max_attempts=env.get("FLEET_NOTIFY_MAX_ATTEMPTS", "6", _int_between(1, 100)),
+            notify_concurrency=env.get("FLEET_NOTIFY_CONCURRENCY", "8", _int_between(1, 256)),
+            notify_retention_s=env.get(
+                "FLEET_NOTIFY_RETENTION_S", "604800", _finite_between(1, 86_400 * 365)
+            ),
         )
 
     def kafka_config(self) -> dict[str, str]:
@@ -174,6 +190,8 @@ class Settings:
             for name, value in self.kafka_properties.items()
         }
         del values["kafka_property_variables"]
+        if values.get("notify_secret"):
+            values["notify_secret"] = "***"
         return {
             name: str(value) if isinstance(value, Path) else value for name, value in values.items()
         }
@@ -300,6 +318,23 @@ def _alerts_out(raw: str) -> str:
 def _postgres_dsn(raw: str) -> str:
     if not raw.startswith(("postgresql://", "postgres://")) and "=" not in raw:
         raise ValueError("expected a postgresql:// URL or a key=value connection string")
+    return raw
+
+
+def _signing_secret(raw: str) -> str:
+    from domain.notifications import secret_bytes
+
+    secret_bytes(raw)
+    return raw
+
+
+def _timezone(raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone name") from None
     return raw
 
 

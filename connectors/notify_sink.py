@@ -1,0 +1,121 @@
+"""The notifier's output: e-mails for alerts, at most one successful call per alert.
+
+A ``FixedPartitionedSink`` with ``partitions`` partitions; alerts are routed by alert_id.
+Each partition remembers the alert_ids it delivered (or dead-lettered), for
+``retention_s``, and that set is its recovery snapshot. ``write_batch`` skips those ids,
+delivers the rest concurrently and returns only when every call has finished, so a
+snapshot never claims an alert that was not sent. Duplicates on ``fleet.alerts`` and
+replays after a restart therefore make no second call within the retention; past it, the
+``Idempotency-Key`` header lets the e-mail service drop a repeat. Permanent failures (4xx)
+and alerts whose retries ran out go to the DLQ (stage ``notify``), confirmed first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from zlib import adler32
+
+import structlog
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from connectors.email_api import Delivery, EmailApi
+from connectors.kafka import OutboundRecord
+from domain.dead_letters import Stage, dead_letter
+from domain.notifications import Verdict
+
+log = structlog.get_logger(__name__)
+
+Sent = dict[str, int]  # alert_id -> when it was settled (epoch ms)
+
+
+class NotifySink(FixedPartitionedSink[tuple[dict[str, Any], bytes], Sent]):
+    """Items: ``(alert_id, (alert, raw bytes))``."""
+
+    def __init__(
+        self,
+        api: Callable[[], EmailApi],
+        send_dead_letters: Callable[[list[OutboundRecord]], None],
+        alerts_topic: str,
+        dlq_topic: str,
+        retention_s: float,
+        partitions: int = 4,
+        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._api = api
+        self._send_dead_letters = send_dead_letters
+        self._alerts_topic = alerts_topic
+        self._dlq_topic = dlq_topic
+        self._retention_ms = int(retention_s * 1000)
+        self._partitions = partitions
+        self._now_ms = now_ms
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in range(self._partitions)]
+
+    def part_fn(self, item_key: str) -> int:
+        return adler32(item_key.encode())
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Sent | None
+    ) -> StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]:
+        return _NotifyPartition(self, dict(resume_state or {}))
+
+
+class _NotifyPartition(StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]):
+    def __init__(self, sink: NotifySink, sent: Sent) -> None:
+        self._sink = sink
+        self._sent = sent
+        self._api = sink._api()
+
+    def write_batch(self, values: list[tuple[dict[str, Any], bytes]]) -> None:
+        sink, now = self._sink, self._sink._now_ms()
+        # Forget what is older than the retention: the Idempotency-Key covers it from then on.
+        self._sent = {k: t for k, t in self._sent.items() if now - t < sink._retention_ms}
+        pending: dict[str, tuple[dict[str, Any], bytes]] = {}
+        for alert, raw in values:
+            alert_id = str(alert["alert_id"])
+            if alert_id not in self._sent and alert_id not in pending:
+                pending[alert_id] = (alert, raw)
+        if not pending:
+            return
+        deliveries = self._api.deliver_all([alert for alert, _ in pending.values()])
+        dead: list[OutboundRecord] = []
+        for delivery in deliveries:
+            if delivery.verdict is Verdict.DELIVERED:
+                log.info("email_sent", alert_id=delivery.alert_id, attempts=delivery.attempts)
+            else:
+                dead.append(self._dead_letter(delivery, pending[delivery.alert_id][1], now))
+        if dead:
+            sink._send_dead_letters(dead)
+        for delivery in deliveries:
+            self._sent[delivery.alert_id] = now
+
+    def _dead_letter(self, delivery: Delivery, raw: bytes, now: int) -> OutboundRecord:
+        reason = "rejected" if delivery.verdict is Verdict.REJECTED else "undeliverable"
+        log.error("email_failed", alert_id=delivery.alert_id, reason=reason, detail=delivery.detail)
+        detail = f"after {delivery.attempts} attempts: {delivery.detail}"
+        record = dead_letter(Stage.NOTIFY, reason, detail, self._sink._alerts_topic, raw, now)
+        return OutboundRecord(self._sink._dlq_topic, delivery.alert_id.encode(), record)
+
+    def snapshot(self) -> Sent:
+        return dict(self._sent)
+
+    def close(self) -> None:
+        self._api.close()
+
+
+def decode_alert(raw: bytes) -> dict[str, Any] | None:
+    """An alert from fleet.alerts, or None if it is not one."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    required = ("alert_id", "rule", "truck_id", "window_start", "window_end")
+    if not isinstance(document, dict) or any(
+        not isinstance(document.get(k), str) for k in required
+    ):
+        return None
+    return document

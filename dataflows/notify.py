@@ -1,0 +1,140 @@
+"""dataflows.notify: ``fleet.alerts`` -> one e-mail per alert through a REST e-mail API.
+
+Input:  ``FLEET_TOPIC_ALERTS``, every partition (Bytewax recovery keeps the offsets).
+Output: POST to ``FLEET_NOTIFY_URL`` per alert: recipients from ``FLEET_NOTIFY_ROUTES``
+        (default, by severity, by truck group), subject, text and HTML, times in
+        ``FLEET_NOTIFY_TIMEZONE``; signed with ``FLEET_NOTIFY_SECRET`` (Standard Webhooks
+        ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``) and with
+        ``Idempotency-Key`` = alert_id. Alerts that cannot be read, that the API refuses
+        (4xx) or whose retries run out go to ``FLEET_TOPIC_DLQ`` (stage ``notify``).
+Guarantee: one successful call per alert from the service's point of view: sent ids are
+        kept in recovery state for ``FLEET_NOTIFY_RETENTION_S`` (connectors/notify_sink.py),
+        and the idempotency key covers what is older. Run with ``-r`` for that guarantee.
+Knobs:  FLEET_NOTIFY_TIMEOUT_S, FLEET_NOTIFY_MAX_ATTEMPTS, FLEET_NOTIFY_CONCURRENCY.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+from zoneinfo import ZoneInfo
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.email_api import EmailApi
+from connectors.kafka import ConfirmedProducer
+from connectors.kafka_keyed_sink import KafkaTopicSink
+from connectors.kafka_source import Fetch, KafkaBatchSource
+from connectors.notify_sink import NotifySink, decode_alert
+from dataflows._entry import lazy_flow, start
+from domain.dead_letters import Stage, dead_letter
+from domain.notifications import RetryPolicy, Routes, secret_bytes
+from domain.readings import Reason
+from fleetwatch.settings import Settings, SettingsError
+
+KeyedAlert = tuple[str, tuple[dict[str, Any], bytes]]
+KeyedLine = tuple[str, bytes]
+
+
+@dataclass(frozen=True)
+class AlertDecoder:
+    alerts_topic: str
+    now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+
+    def decode_batch(self, fetches: list[Fetch]) -> list[KeyedAlert | KeyedLine]:
+        out: list[KeyedAlert | KeyedLine] = []
+        for fetch in fetches:
+            for raw in fetch.values:
+                alert = decode_alert(raw)
+                if alert is None:
+                    record = dead_letter(
+                        Stage.NOTIFY,
+                        Reason.SCHEMA,
+                        "not an alert",
+                        self.alerts_topic,
+                        raw,
+                        self.now_ms(),
+                    )
+                    out.append(("", record))
+                else:
+                    out.append((str(alert["alert_id"]), (alert, raw)))
+        return out
+
+
+def is_alert(item: KeyedAlert | KeyedLine) -> TypeGuard[KeyedAlert]:
+    return isinstance(item[1], tuple)
+
+
+def as_line(item: KeyedAlert | KeyedLine) -> KeyedLine | None:
+    key, value = item
+    return (key, value) if isinstance(value, bytes) else None
+
+
+def build_flow(
+    source: Source[Fetch],
+    emails: Sink[tuple[str, tuple[dict[str, Any], bytes]]],
+    dead_letters: Sink[KeyedLine],
+    alerts_topic: str,
+) -> Dataflow:
+    decoder = AlertDecoder(alerts_topic)
+    flow = Dataflow("notify")
+    fetches = op.input("kafka_source", flow, source)  # Fetch of fleet.alerts
+    decoded = op.flat_map_batch(
+        "decode_batch", fetches, decoder.decode_batch
+    )  # (alert_id, (alert, raw)) | ("", DLQ)
+    split = op.branch("is_alert", decoded, is_alert)
+    op.output("send_emails", split.trues, emails)  # routed by alert_id; sent ids in recovery state
+    bad = op.filter_map("as_line", split.falses, as_line)
+    op.output("dead_letters_out", bad, dead_letters)
+    return flow
+
+
+def flow_from_settings(settings: Settings) -> Dataflow:
+    if settings.notify_url is None or settings.notify_secret is None:
+        raise SettingsError("dataflows.notify needs FLEET_NOTIFY_URL and FLEET_NOTIFY_SECRET")
+    start("notify", settings, [settings.topic_alerts, settings.topic_dlq])
+    routes_document: dict[str, Any] = {"default": ["fleet-ops@localhost"]}
+    if settings.notify_routes is not None:
+        try:
+            routes_document = json.loads(settings.notify_routes.read_text())
+            routes = Routes.parse(routes_document)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SettingsError(f"FLEET_NOTIFY_ROUTES={settings.notify_routes}: {exc}") from None
+    routes = Routes.parse(routes_document)
+    secret = secret_bytes(settings.notify_secret)
+    url, zone = settings.notify_url, ZoneInfo(settings.notify_timezone)
+    policy = RetryPolicy(max_attempts=settings.notify_max_attempts)
+
+    def api() -> EmailApi:
+        return EmailApi(
+            url,
+            secret,
+            routes,
+            zone,
+            timeout_s=settings.notify_timeout_s,
+            policy=policy,
+            concurrency=settings.notify_concurrency,
+        )
+
+    producer = ConfirmedProducer(settings.kafka_config())
+    emails = NotifySink(
+        api,
+        producer.send_all,
+        settings.topic_alerts,
+        settings.topic_dlq,
+        settings.notify_retention_s,
+    )
+    source = KafkaBatchSource(
+        settings.kafka_config(), settings.topic_alerts, tail=settings.kafka_tail
+    )
+    dead = KafkaTopicSink(settings.kafka_config(), settings.topic_dlq)
+    return build_flow(source, emails, dead, settings.topic_alerts)
+
+
+__getattr__ = lazy_flow(flow_from_settings)

@@ -1,0 +1,117 @@
+"""A local stand-in for the REST e-mail service, for the demo and the tests.
+
+It verifies each request's Standard Webhooks signature (401 if wrong), treats
+``Idempotency-Key`` as the service would (a repeat is answered 200 and sends nothing), and
+can be told to fail: per key, a script of responses to give first (a status, optionally
+with Retry-After, or a delay longer than the client's timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from domain.notifications import verify
+
+
+@dataclass(frozen=True)
+class Call:
+    key: str
+    status: int
+    signature_ok: bool
+
+
+@dataclass(frozen=True)
+class Fail:
+    status: int = 503
+    retry_after: str | None = None
+    delay_s: float = 0.0  # answer this late (past the client's timeout: a timeout)
+
+
+@dataclass
+class EmailReceiver:
+    secret: bytes
+    verbose: bool = False
+    calls: list[Call] = field(default_factory=list)
+    emails: dict[str, dict[str, Any]] = field(default_factory=dict)
+    script: dict[str, deque[Fail]] = field(default_factory=lambda: defaultdict(deque))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/send"
+
+    def fail(self, key: str, *failures: Fail) -> None:
+        self.script[key].extend(failures)
+
+    def start(self) -> EmailReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver._handle(self, body)
+
+            def log_message(self, *_args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def _handle(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        key = request.headers.get("idempotency-key", "")
+        try:
+            timestamp = int(request.headers.get("webhook-timestamp", ""))
+        except ValueError:
+            timestamp = -1
+        ok = verify(
+            self.secret,
+            request.headers.get("webhook-id", ""),
+            timestamp,
+            body,
+            request.headers.get("webhook-signature", ""),
+        )
+        with self._lock:
+            scripted = self.script[key].popleft() if ok and self.script[key] else None
+        answer: dict[str, object]
+        if not ok:
+            status, answer = 401, {"error": "bad signature"}
+        elif scripted is not None:
+            time.sleep(scripted.delay_s)
+            status, answer = scripted.status, {"error": "scripted failure"}
+        else:
+            with self._lock:
+                repeat = key in self.emails
+                if not repeat:
+                    self.emails[key] = json.loads(body)
+            status, answer = 200, {"id": key, "duplicate": repeat}
+            if self.verbose and not repeat:
+                email = self.emails[key]
+                print(f"  e-mail sent: {email['subject']} -> {', '.join(email['to'])}", flush=True)
+        with self._lock:
+            self.calls.append(Call(key, status, ok))
+        request.send_response(status)
+        if scripted is not None and scripted.retry_after:
+            request.send_header("retry-after", scripted.retry_after)
+        request.send_header("content-type", "application/json")
+        request.end_headers()
+        with contextlib.suppress(BrokenPipeError):  # the client gave up (timed out)
+            request.wfile.write(json.dumps(answer).encode())
+
+    def calls_for(self, key: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.key == key]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
