@@ -29,6 +29,7 @@ from connectors.mqtt_publisher import publish_paced
 from domain.alerts import alert_id
 from domain.rules import RuleConfig, TruckState
 from domain.timestamps import to_epoch_ms
+from fleetwatch.email_receiver import EmailReceiver
 from fleetwatch.history_generator import HistoryShape
 from fleetwatch.history_generator import write as write_history
 from fleetwatch.localbrokers import LocalBrokers, local_brokers
@@ -37,7 +38,8 @@ from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 TELEMETRY, DLQ, ALERTS = "fleet.telemetry", "fleet.dlq", "fleet.alerts"
-FLOWS = ("bridge", "alerts", "archive")
+FLOWS = ("bridge", "alerts", "archive", "notify")
+DEMO_SECRET = "fleetwatch-demo-signing-secret-0123"
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,10 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         _wait_for_log(workdir / "bridge.log", "mqtt_subscribed", bridge)
         flows.enter_context(_flow("alerts", env, workdir))
         flows.enter_context(_flow("archive", env, workdir))
+        receiver = EmailReceiver(DEMO_SECRET.encode(), verbose=True).start()
+        flows.callback(receiver.stop)
+        notify_env = {**env, "FLEET_NOTIFY_URL": receiver.url, "FLEET_NOTIFY_SECRET": DEMO_SECRET}
+        flows.enter_context(_flow("notify", notify_env, workdir))
         print(f"  flows running: {', '.join('dataflows.' + f for f in FLOWS)}; publishing\n")
         ids = {TELEMETRY: "event_id", ALERTS: "alert_id"}
         tally = TopicTally(brokers.kafka_brokers, [TELEMETRY, DLQ, ALERTS], ids).start()
@@ -168,11 +174,13 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
             "  publishing done; waiting for the last readings to be evaluated (quiet trucks flush)"
         )
         _wait_until_accounted(tally, expected, timeout_s=45)
+        _wait_for_emails(receiver, expected.alert_ids, timeout_s=20)
+        emailed = set(receiver.emails)
         tally.stop()
         _show_an_alert(tally)
         flows.close()  # the live flows stop; what the archive had not rolled yet is re-read below
         replayed = _archive_then_backfill(env, workdir)
-    return _summary(expected, len(messages), published, tally, replayed)
+    return _summary(expected, len(messages), published, tally, replayed, emailed)
 
 
 def _publish_with_progress(
@@ -214,6 +222,12 @@ def _wait_until_accounted(tally: TopicTally, expected: Expected, timeout_s: floa
         time.sleep(0.2)
 
 
+def _wait_for_emails(receiver: EmailReceiver, alert_ids: set[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not alert_ids <= set(receiver.emails) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _bounded(name: str, env: dict[str, str], workdir: Path) -> None:
     with (workdir / f"{name}.log").open("ab") as log:
         subprocess.run(
@@ -249,7 +263,12 @@ def _show_an_alert(tally: TopicTally) -> None:
 
 
 def _summary(
-    expected: Expected, sent: int, published: int, tally: TopicTally, replayed: set[str]
+    expected: Expected,
+    sent: int,
+    published: int,
+    tally: TopicTally,
+    replayed: set[str],
+    emailed: set[str],
 ) -> int:
     missing = expected.reading_ids - tally.distinct[TELEMETRY]
     got_alerts = tally.distinct[ALERTS]
@@ -268,6 +287,7 @@ def _summary(
             f"{len(expected.alert_ids - got_alerts)} / {len(got_alerts - expected.alert_ids)}",
         ),
         ("alerts naming a driver", f"{tally.with_driver} ({tally.critical} critical in all)"),
+        ("e-mails sent (REST API)", f"{len(emailed)} for {len(got_alerts)} alerts"),
         (
             "backfill over the lake",
             f"{len(replayed)} alerts, {'the same' if replayed == got_alerts else 'DIFFERENT'} ids",
@@ -282,6 +302,7 @@ def _summary(
         and published == sent
         and got_alerts == expected.alert_ids
         and replayed == got_alerts
+        and emailed == got_alerts
     )
     print(
         "  result: every message accounted for, alerts as expected"
