@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import alerts, bridge, decoders, history, lake
+from benchmarks import alerts, bridge, decoders, history, lake, notify
 
 
 def main() -> None:
@@ -16,6 +16,8 @@ def main() -> None:
     history.main([])
     print("\n== lake: backfill vs pure Polars, archive throughput")
     lake.main([])
+    print("\n== notifier against a fast local receiver")
+    notify.main([])
 
 
 if __name__ == "__main__":

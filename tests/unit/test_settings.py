@@ -66,6 +66,11 @@ def test_mqtt_url_forms() -> None:
         ("FLEET_ALLOWED_LATENESS_S", "inf"),
         ("FLEET_ALERTS_OUT", "alerts.csv"),
         ("FLEET_NOTIFY_URL", "ftp://x"),
+        ("FLEET_NOTIFY_SECRET", "too-short"),
+        ("FLEET_NOTIFY_TIMEZONE", "Mars/Olympus"),
+        ("FLEET_NOTIFY_MAX_ATTEMPTS", "0"),
+        ("FLEET_HISTORY_DSN", "mysql://x"),
+        ("FLEET_KAFKA_STARTUP_TIMEOUT_S", "0"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str) -> None:
@@ -96,7 +101,12 @@ def test_kafka_passthrough_maps_variable_to_property() -> None:
 
 def test_redacted_settings_mask_secrets() -> None:
     settings = Settings.from_env(
-        {"FLEET_MQTT_URL": "mqtt://bob:hunter2@host", "FLEET_KAFKA_SASL_PASSWORD": "hunter2"}
+        {
+            "FLEET_MQTT_URL": "mqtt://bob:hunter2@host",
+            "FLEET_KAFKA_SASL_PASSWORD": "hunter2",
+            "FLEET_NOTIFY_SECRET": "hunter2-hunter2-hunter2-hunter2",
+            "FLEET_HISTORY_DSN": "postgresql://fleet:hunter2@db/fleet",
+        }
     )
     shown = repr(settings.redacted())
     assert "hunter2" not in shown
