@@ -10,7 +10,6 @@ truck's readings in order, in chunks. Its snapshot is the number of chunks hande
 
 from __future__ import annotations
 
-import base64
 import glob
 import json
 import threading
@@ -247,7 +246,3 @@ class _ListPartition(StatefulSourcePartition[Item, int]):
 
     def snapshot(self) -> int:
         return self._position
-
-
-def encode_raw(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")

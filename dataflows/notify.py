@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
@@ -95,18 +96,21 @@ def build_flow(
     return flow
 
 
+def load_routes(path: Path | None) -> Routes:
+    """The routes file, parsed once; without one, everything goes to fleet-ops@localhost."""
+    if path is None:
+        return Routes(("fleet-ops@localhost",))
+    try:
+        return Routes.parse(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"FLEET_NOTIFY_ROUTES={path}: {exc}") from None
+
+
 def flow_from_settings(settings: Settings) -> Dataflow:
     if settings.notify_url is None or settings.notify_secret is None:
         raise SettingsError("dataflows.notify needs FLEET_NOTIFY_URL and FLEET_NOTIFY_SECRET")
     start("notify", settings, [settings.topic_alerts, settings.topic_dlq])
-    routes_document: dict[str, Any] = {"default": ["fleet-ops@localhost"]}
-    if settings.notify_routes is not None:
-        try:
-            routes_document = json.loads(settings.notify_routes.read_text())
-            routes = Routes.parse(routes_document)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SettingsError(f"FLEET_NOTIFY_ROUTES={settings.notify_routes}: {exc}") from None
-    routes = Routes.parse(routes_document)
+    routes = load_routes(settings.notify_routes)
     secret = secret_bytes(settings.notify_secret)
     url, zone = settings.notify_url, ZoneInfo(settings.notify_timezone)
     policy = RetryPolicy(max_attempts=settings.notify_max_attempts)

@@ -63,10 +63,6 @@ class Verdict(Enum):
     LATE = "late"
 
 
-def reading_key(reading: Reading) -> Key:
-    return (reading.ts_ms, reading.event_id)
-
-
 @dataclass
 class TruckTimeline:
     """Event-time order, duplicates and lateness for one truck."""
@@ -78,12 +74,6 @@ class TruckTimeline:
     # A resend keeps its original's ts, so once the watermark passes that ts the resend is
     # late anyway and the id can be forgotten: this is what keeps the set small.
     seen: set[str] = field(default_factory=set)
-
-    def watermark(self, lateness_ms: int) -> Key | None:
-        event = None if self.max_ts is None else (self.max_ts - lateness_ms, "")
-        if event is None or self.frontier is None:
-            return event or self.frontier
-        return max(event, self.frontier)
 
     def accept(self, reading: Reading, lateness_ms: int) -> Verdict:
         """Take one arriving reading: a duplicate, late, or now pending."""
