@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,3 +228,38 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]
         )
     assert producer.flush(30) == 0
     assert not failures, failures
+
+
+def alert_ids(records: list[Record]) -> Counter[str]:
+    """How often each alert_id appears among ``records``."""
+    return Counter(str(r.json()["alert_id"]) for r in records)
+
+
+def consume_alerts(
+    bootstrap: str, topic: str, expected_ids: set[str], timeout_s: float = 60.0
+) -> list[Record]:
+    """Read an alerts topic until every expected alert_id arrived (or the timeout)."""
+    return consume_until(
+        bootstrap,
+        topic,
+        lambda records: set(alert_ids(records)) >= expected_ids,
+        timeout_s=timeout_s,
+    )
+
+
+def uninterrupted_alert_ids(namespace: Namespace, logs: Path, **overrides: str) -> set[str]:
+    """The alert_ids of one alerts run over the whole telemetry topic: no recovery, no
+    faults. ``overrides`` are extra FLEET_* settings (e.g. another broker, another lateness)."""
+    topic = namespace.topic("alerts-reference")
+    env = namespace.env(
+        FLEET_TOPIC_ALERTS=topic,
+        FLEET_TOPIC_LATE=topic + ".late",
+        FLEET_KAFKA_TAIL="false",
+        **overrides,
+    )
+    reference = FlowProcess("dataflows.alerts", env, logs / "reference.log").start()
+    assert reference.wait(timeout_s=120) == 0, reference.log_tail()
+    bootstrap = env["FLEET_KAFKA_BROKERS"]
+    return set(
+        alert_ids(consume_until(bootstrap, topic, lambda _records: False, timeout_s=5, settle_s=0))
+    )

@@ -15,7 +15,16 @@ from fleetwatch.localbrokers import LocalBrokers, free_port, mosquitto_broker, t
 from fleetwatch.settings import MqttUrl
 from fleetwatch.simulator import FleetConfig, FleetSimulator
 from tests.builders import BEGINNING_MS
-from tests.integration.flows import FlowProcess, Namespace, consume_readings, consume_until, produce
+from tests.integration.flows import (
+    FlowProcess,
+    Namespace,
+    alert_ids,
+    consume_alerts,
+    consume_readings,
+    consume_until,
+    produce,
+    uninterrupted_alert_ids,
+)
 from tests.integration.load import SteadyLoad
 
 
@@ -150,31 +159,14 @@ def test_kafka_outage_mid_run_is_ridden_out(
         time.sleep(8)
         kafka.process.send_signal(signal.SIGCONT)
         load.join()
-        reference_env = namespace.env(
-            FLEET_KAFKA_BROKERS=bootstrap,
-            FLEET_TOPIC_ALERTS=namespace.topic("reference"),
-            FLEET_KAFKA_TAIL="false",
-        )
-        reference = FlowProcess("dataflows.alerts", reference_env, logs / "reference.log").start()
-        assert reference.wait(timeout_s=120) == 0, reference.log_tail()
-        expected = {
-            str(r.json()["alert_id"])
-            for r in consume_until(
-                bootstrap, namespace.topic("reference"), lambda r: False, timeout_s=3, settle_s=0
-            )
-        }
+        expected = uninterrupted_alert_ids(namespace, logs, FLEET_KAFKA_BROKERS=bootstrap)
         try:
-            records = consume_until(
-                bootstrap,
-                namespace.topic("alerts"),
-                lambda r: {str(x.json()["alert_id"]) for x in r} >= expected,
-                timeout_s=60,
-            )
+            records = consume_alerts(bootstrap, namespace.topic("alerts"), expected)
         finally:
             assert flow.process is not None
             assert flow.process.poll() is None, "the flow rode the outage out"
             flow.stop()
         assert len(expected) > 10
-        assert {str(r.json()["alert_id"]) for r in records} == expected
+        assert set(alert_ids(records)) == expected
     finally:
         kafka.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,38 +14,16 @@ from domain.rules import RuleConfig
 from tests.integration.flows import (
     FlowProcess,
     Namespace,
-    Record,
+    alert_ids,
     cluster_addresses,
     cluster_args,
+    consume_alerts,
     consume_until,
+    uninterrupted_alert_ids,
 )
 from tests.integration.load import SteadyLoad
 from tests.integration.reports import report
 from tests.reference import reference_alerts
-
-
-def alert_ids(records: list[Record]) -> Counter[str]:
-    return Counter(str(r.json()["alert_id"]) for r in records)
-
-
-def uninterrupted_ids(namespace: Namespace, logs: Path, config_env: dict[str, str]) -> set[str]:
-    """The alerts of one run over the whole topic, no recovery, no faults."""
-    topic = namespace.topic("alerts-reference")
-    env = namespace.env(
-        FLEET_TOPIC_ALERTS=topic,
-        FLEET_TOPIC_LATE=topic + ".late",
-        FLEET_KAFKA_TAIL="false",
-        **config_env,
-    )
-    reference = FlowProcess("dataflows.alerts", env, logs / "reference.log").start()
-    assert reference.wait(timeout_s=120) == 0, reference.log_tail()
-    return set(
-        alert_ids(
-            consume_until(
-                namespace.brokers.kafka_brokers, topic, lambda r: False, timeout_s=5, settle_s=0
-            )
-        )
-    )
 
 
 def recovery_dir(tmp_path: Path, partitions: int = 1) -> Path:
@@ -79,7 +56,7 @@ def test_kill_loop_loses_no_alert(
         flow.wait_for_event("history_loaded", count=kills + 1)
         recoveries.append(time.monotonic() - restarted)
     load.join()
-    expected = uninterrupted_ids(namespace, logs, {})
+    expected = uninterrupted_alert_ids(namespace, logs)
     assert expected == {  # the uninterrupted run itself agrees with the sorted reference
         str(i) for i in _reference_ids(load)
     }
@@ -147,13 +124,10 @@ def test_downtime_longer_than_the_lateness_misclassifies_nothing(
     time.sleep(9)  # more than four times the allowed lateness, while readings keep arriving
     flow = FlowProcess("dataflows.alerts", env, logs / "alerts.log", args).start()
     load.join()
-    expected = uninterrupted_ids(namespace, logs, lateness)
+    expected = uninterrupted_alert_ids(namespace, logs, **lateness)
     try:
-        records = consume_until(
-            namespace.brokers.kafka_brokers,
-            namespace.topic("alerts"),
-            lambda r: set(alert_ids(r)) >= expected,
-            timeout_s=60,
+        records = consume_alerts(
+            namespace.brokers.kafka_brokers, namespace.topic("alerts"), expected
         )
     finally:
         flow.stop()
@@ -218,13 +192,10 @@ def test_rescale_on_resume_gives_the_same_alerts(
         ["-r", str(recovery), "-s", "1", "-b", "0"],
     ).start()
     load.join()
-    expected = uninterrupted_ids(namespace, logs, {})
+    expected = uninterrupted_alert_ids(namespace, logs)
     try:
-        records = consume_until(
-            namespace.brokers.kafka_brokers,
-            namespace.topic("alerts"),
-            lambda r: set(alert_ids(r)) >= expected,
-            timeout_s=60,
+        records = consume_alerts(
+            namespace.brokers.kafka_brokers, namespace.topic("alerts"), expected
         )
     finally:
         final.stop()
