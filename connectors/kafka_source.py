@@ -22,9 +22,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from fleetwatch.metrics import CONSUMER_LAG
+
 log = structlog.get_logger(__name__)
 
 _ERROR_LOG_INTERVAL_S = 10.0
+_LAG_UPDATE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,8 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
         self._batch_size = batch_size
         self._at_end = False
         self._last_error_log = 0.0
+        self._lag = CONSUMER_LAG.labels(topic, str(partition))
+        self._lag_updated = 0.0
 
     def next_batch(self) -> list[Fetch]:
         if self._at_end:
@@ -124,10 +129,24 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
             last_offset = message.offset()
             if first_offset is None:
                 first_offset = last_offset
+        if first_offset is not None and last_offset is not None:
+            self._offset = last_offset + 1
+        self._update_lag()
         if first_offset is None or last_offset is None:
             return []
-        self._offset = last_offset + 1
         return [Fetch(self._partition, first_offset, last_offset, values)]
+
+    def _update_lag(self) -> None:
+        """Lag from the high watermark the last fetch response carried (no broker call)."""
+        now = time.monotonic()
+        if now - self._lag_updated < _LAG_UPDATE_INTERVAL_S and not self._at_end:
+            return
+        self._lag_updated = now
+        _low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), cached=True
+        )
+        if high >= 0 and self._offset >= 0:  # both known (not before the first fetch)
+            self._lag.set(max(high - self._offset, 0))
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal() or not (error.retriable() or error.code() < 0):

@@ -25,6 +25,7 @@ from connectors.email_api import Delivery, EmailApi
 from connectors.kafka import OutboundRecord
 from domain.dead_letters import Stage, dead_letter
 from domain.notifications import Verdict
+from fleetwatch.metrics import NOTIFICATIONS, count_dead_letter
 
 log = structlog.get_logger(__name__)
 
@@ -79,12 +80,15 @@ class _NotifyPartition(StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]
             alert_id = str(alert["alert_id"])
             if alert_id not in self._sent and alert_id not in pending:
                 pending[alert_id] = (alert, raw)
+            else:
+                NOTIFICATIONS.labels("duplicate").inc()
         if not pending:
             return
         deliveries = self._api.deliver_all([alert for alert, _ in pending.values()])
         dead: list[OutboundRecord] = []
         for delivery in deliveries:
             if delivery.verdict is Verdict.DELIVERED:
+                NOTIFICATIONS.labels("sent").inc()
                 log.info("email_sent", alert_id=delivery.alert_id, attempts=delivery.attempts)
             else:
                 dead.append(self._dead_letter(delivery, pending[delivery.alert_id][1], now))
@@ -95,6 +99,8 @@ class _NotifyPartition(StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]
 
     def _dead_letter(self, delivery: Delivery, raw: bytes, now: int) -> OutboundRecord:
         reason = "rejected" if delivery.verdict is Verdict.REJECTED else "undeliverable"
+        NOTIFICATIONS.labels(reason).inc()
+        count_dead_letter(Stage.NOTIFY, reason)
         log.error("email_failed", alert_id=delivery.alert_id, reason=reason, detail=delivery.detail)
         detail = f"after {delivery.attempts} attempts: {delivery.detail}"
         record = dead_letter(Stage.NOTIFY, reason, detail, self._sink._alerts_topic, raw, now)

@@ -46,9 +46,13 @@ from domain.readings import Reading, Reason, decode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
+from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN, count_dead_letter
 from fleetwatch.settings import Settings
 
 TruckArrivals = tuple[str, Arrivals]
+
+_RECORDS_IN = READINGS_IN.labels("alerts")
+_LATE = LATE_READINGS.labels("alerts")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class TelemetryDecoder:
         by_truck: dict[str, Arrivals] = {}
         dead_letters: list[TruckArrivals | OutboundRecord] = []
         for fetch in fetches:
+            _RECORDS_IN.inc(len(fetch.values))
             for value in fetch.values:
                 outcome = decode_canonical(value)
                 if isinstance(outcome, Reading):
@@ -84,6 +89,7 @@ class TelemetryDecoder:
         return [*by_truck.items(), *dead_letters]
 
     def _dead_letter(self, raw: bytes, reason: Reason, detail: str) -> OutboundRecord:
+        count_dead_letter(Stage.ALERTS, reason)
         received_at = to_epoch_ms(self.now())
         value = dead_letter(Stage.ALERTS, reason, detail, self.topics.telemetry, raw, received_at)
         return OutboundRecord(self.topics.dlq, None, value)
@@ -113,8 +119,10 @@ class OutcomeRecords:
     def to_record(self, keyed: tuple[str, Outcome]) -> OutboundRecord:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
+            _LATE.inc()
             return OutboundRecord(self.topics.late, truck_id.encode(), outcome.raw)
         alert = build_alert(outcome, to_epoch_ms(self.now()), self.history())
+        ALERTS.labels("alerts", alert.rule, alert.severity).inc()
         return OutboundRecord(self.topics.alerts, truck_id.encode(), encode_alert(alert))
 
 

@@ -38,6 +38,7 @@ from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading, decode_canonical
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
+from fleetwatch.metrics import READINGS_IN, count_dead_letter
 from fleetwatch.settings import Settings, SettingsError
 
 
@@ -80,6 +81,9 @@ class _Buffer:
     opened_at: datetime | None = None
 
 
+_RECORDS_IN = READINGS_IN.labels("archive")
+
+
 class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
     def __init__(self, step: ArchiveStep) -> None:
         self._step = step
@@ -89,6 +93,7 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
         rolls = []
         buffer = self._buffer
         for fetch in values:
+            _RECORDS_IN.inc(len(fetch.values))
             if not buffer.values:
                 buffer.partition, buffer.first_offset = fetch.partition, fetch.first_offset
                 buffer.opened_at = self._step.now()
@@ -133,6 +138,7 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
             if isinstance(outcome, Reading):
                 readings.append(outcome)
             else:
+                count_dead_letter(Stage.ARCHIVE, outcome.reason)
                 record = dead_letter(
                     Stage.ARCHIVE,
                     outcome.reason,

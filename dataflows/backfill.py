@@ -49,6 +49,7 @@ from domain.dead_letters import Stage, dead_letter
 from domain.history import HistoryIndex
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
+from fleetwatch.metrics import ALERTS, READINGS_IN, count_dead_letter
 from fleetwatch.progress import Progress
 from fleetwatch.settings import Settings, SettingsError
 
@@ -60,11 +61,15 @@ def _no_wall_clock() -> datetime:
     return _EPOCH  # never consulted for results: wall_clock=False below
 
 
+_ROWS_IN = READINGS_IN.labels("backfill")
+
+
 def is_truck_readings(item: Item) -> TypeGuard[TruckReadings]:
     return isinstance(item, TruckReadings)
 
 
 def as_arrivals(batch: TruckReadings) -> tuple[str, Arrivals]:
+    _ROWS_IN.inc(len(batch.readings))
     return batch.truck_id, Arrivals(batch.readings, [])
 
 
@@ -84,10 +89,14 @@ class BackfillLines:
             )
         detected_at = outcome.readings[-1].ts_ms  # event time: the alert's window_end
         self.progress.add_alert(str(outcome.rule))
-        return truck_id, encode_alert(build_alert(outcome, detected_at, self.history))
+        alert = build_alert(outcome, detected_at, self.history)
+        ALERTS.labels("backfill", alert.rule, alert.severity).inc()
+        return truck_id, encode_alert(alert)
 
     def dead_letter_line(self, row: BadRow) -> KeyedLine:
         self.progress.add_dead_letter()
+        _ROWS_IN.inc()
+        count_dead_letter(Stage.BACKFILL, row.reason)
         received_at = to_epoch_ms(datetime.now(UTC))
         return "", dead_letter(
             Stage.BACKFILL, row.reason, row.detail, row.source, row.raw, received_at

@@ -30,8 +30,11 @@ from connectors.mqtt import MqttMessage, MqttSource, MqttSubscription
 from dataflows._entry import lazy_flow, start
 from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
+from fleetwatch.metrics import READINGS_IN, count_dead_letter
 from fleetwatch.settings import Settings
 from fleetwatch.shutdown import install_graceful_shutdown
+
+_MESSAGES_IN = READINGS_IN.labels("bridge")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class BridgeRoutes:
 
     def route_batch(self, messages: list[MqttMessage]) -> list[OutboundRecord]:
         """Route a batch: one Python call per batch, not per message."""
+        _MESSAGES_IN.inc(len(messages))
         route = self.route_message
         return [route(message) for message in messages]
 
@@ -58,6 +62,7 @@ class BridgeRoutes:
                 encode_canonical(outcome),
                 message.ack,
             )
+        count_dead_letter(Stage.BRIDGE, outcome.reason)
         record = dead_letter(
             Stage.BRIDGE,
             outcome.reason,

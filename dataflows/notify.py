@@ -37,6 +37,7 @@ from dataflows._entry import lazy_flow, start
 from domain.dead_letters import Stage, dead_letter
 from domain.notifications import RetryPolicy, Routes, secret_bytes
 from domain.readings import Reason
+from fleetwatch.metrics import NOTIFICATIONS, count_dead_letter
 from fleetwatch.settings import Settings, SettingsError
 
 KeyedAlert = tuple[str, tuple[dict[str, Any], bytes]]
@@ -54,6 +55,8 @@ class AlertDecoder:
             for raw in fetch.values:
                 alert = decode_alert(raw)
                 if alert is None:
+                    NOTIFICATIONS.labels("not_an_alert").inc()
+                    count_dead_letter(Stage.NOTIFY, Reason.SCHEMA)
                     record = dead_letter(
                         Stage.NOTIFY,
                         Reason.SCHEMA,

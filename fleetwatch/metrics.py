@@ -1,9 +1,35 @@
-"""fleetwatch's own Prometheus metrics, next to Bytewax's (same registry, same endpoint)."""
+"""fleetwatch's own Prometheus metrics, next to Bytewax's (same registry, same endpoint).
+
+With ``BYTEWAX_DATAFLOW_API_ENABLED=true`` every flow process serves Bytewax's metrics and
+these on ``:3030/metrics`` (``BYTEWAX_DATAFLOW_API_PORT`` moves it). Counters count what
+this process did since it started; Prometheus sums them over pods and restarts with
+``sum(rate(...))`` / ``increase(...)``. The README's Observability section lists them.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+READINGS_IN = Counter(
+    "fleetwatch_readings_in",
+    "Input messages taken in, valid or not (MQTT messages, Kafka records, Parquet rows).",
+    ["flow"],
+)
+DEAD_LETTERS = Counter(
+    "fleetwatch_dead_letters",
+    "Records sent to the dead-letter topic (or file), by stage and reason.",
+    ["stage", "reason"],
+)
+LATE_READINGS = Counter(
+    "fleetwatch_late_readings",
+    "Readings older than their truck's watermark, passed on to the late topic unevaluated.",
+    ["flow"],
+)
+ALERTS = Counter(
+    "fleetwatch_alerts",
+    "Alerts emitted, by rule and severity.",
+    ["flow", "rule", "severity"],
+)
 HISTORY_RELOADS = Counter(
     "fleetwatch_history_reloads",
     "Driver-history loads, by outcome (ok, failed).",
@@ -14,3 +40,19 @@ HISTORY_LOADED_AT = Gauge(
     "When the driver history in use was loaded (Unix time).",
     ["source"],
 )
+NOTIFICATIONS = Counter(
+    "fleetwatch_notifications",
+    "Alerts handled by the notifier, by outcome: sent, rejected or undeliverable (both "
+    "dead-lettered), duplicate (already sent, skipped), not_an_alert (dead-lettered).",
+    ["outcome"],
+)
+CONSUMER_LAG = Gauge(
+    "fleetwatch_consumer_lag_records",
+    "Records between this process's read position and the end of a Kafka partition "
+    "(the broker's high watermark as of the last fetch).",
+    ["topic", "partition"],
+)
+
+
+def count_dead_letter(stage: str, reason: str) -> None:
+    DEAD_LETTERS.labels(stage, reason).inc()
