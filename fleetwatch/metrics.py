@@ -8,7 +8,10 @@ this process did since it started; Prometheus sums them over pods and restarts w
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, disable_created_metrics
+
+# Only the counts: no "<name>_created" series next to every counter.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 READINGS_IN = Counter(
     "fleetwatch_readings_in",
