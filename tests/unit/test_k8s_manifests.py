@@ -1,0 +1,175 @@
+"""The Kubernetes manifests: every object Kustomize builds (base and example overlay) and
+every ops Job validates against the schemas of a current Kubernetes release, offline; and
+the wiring the schemas cannot see holds (replicas vs BYTEWAX_ADDRESSES, recovery layout,
+NetworkPolicies, the ConfigMap's settings, the image)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from fleetwatch.settings import Settings
+from tests.kube import K8S, ROOT, Manifest, build, find, image_entrypoint
+
+KUBERNETES = "1.34"  # a current release; kubernetes-validate ships its schemas
+BUILDS = {"base": K8S / "base", "example overlay": K8S / "overlays" / "example"}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDS))
+def manifests(request: pytest.FixtureRequest) -> list[Manifest]:
+    return build(BUILDS[request.param])
+
+
+def ops_manifests() -> list[Manifest]:
+    return [
+        doc
+        for path in sorted((K8S / "ops").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def test_every_object_validates_against_the_kubernetes_schemas(
+    manifests: list[Manifest],
+) -> None:
+    for manifest in [*manifests, *ops_manifests()]:
+        kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+
+
+def test_the_validation_is_real() -> None:
+    statefulset = copy.deepcopy(find(build(K8S / "base"), "StatefulSet", "fleetwatch-alerts"))
+    statefulset["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(statefulset, KUBERNETES, strict=True)
+    statefulset["spec"]["replicas"] = 3
+    statefulset["spec"]["template"]["spec"]["containers"][0]["envv"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(statefulset, KUBERNETES, strict=True)
+
+
+def env_of(statefulset: Manifest, container: str | None = None) -> dict[str, str]:
+    spec = statefulset["spec"]["template"]["spec"]
+    (main,) = [c for c in spec["containers"] if container in (None, c["name"])]
+    return {e["name"]: e["value"] for e in main.get("env", []) if "value" in e}
+
+
+def test_each_bytewax_cluster_lists_every_pod_by_its_headless_name(
+    manifests: list[Manifest],
+) -> None:
+    clusters = [
+        m for m in manifests if m["kind"] == "StatefulSet" and "BYTEWAX_ADDRESSES" in env_of(m)
+    ]
+    assert {c["metadata"]["name"] for c in clusters} == {"fleetwatch-alerts", "fleetwatch-archive"}
+    for statefulset in clusters:
+        name, replicas = statefulset["metadata"]["name"], statefulset["spec"]["replicas"]
+        env = env_of(statefulset)
+        assert env["BYTEWAX_ADDRESSES"].split(";") == [
+            f"{name}-{i}.{statefulset['spec']['serviceName']}:9999" for i in range(replicas)
+        ]
+        assert env["BYTEWAX_STATEFULSET_NAME"] == name
+        service = find(manifests, "Service", statefulset["spec"]["serviceName"])
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["publishNotReadyAddresses"] is True
+        assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_recovery_lives_on_a_volume_per_pod_prepared_by_the_init_container(
+    manifests: list[Manifest],
+) -> None:
+    for name in ("fleetwatch-alerts", "fleetwatch-notify"):
+        statefulset = find(manifests, "StatefulSet", name)
+        spec = statefulset["spec"]
+        (init,) = spec["template"]["spec"]["initContainers"]
+        init_env = {e["name"]: e.get("value") for e in init["env"]}
+        recovery_dir = env_of(statefulset)["BYTEWAX_RECOVERY_DIRECTORY"]
+        assert init["command"][-2:] == ["fleetwatch.recovery_layout", "init"]
+        assert init_env["BYTEWAX_RECOVERY_DIRECTORY"] == recovery_dir
+        assert init_env["BYTEWAX_STATEFULSET_NAME"] == name
+        assert int(init_env["FLEET_RECOVERY_INITIAL_REPLICAS"]) <= int(
+            init_env["FLEET_RECOVERY_PARTITIONS"]
+        )
+        assert spec["replicas"] <= int(init_env["FLEET_RECOVERY_PARTITIONS"])
+        (claim,) = spec["volumeClaimTemplates"]
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # never a shared filesystem
+        mounts = {
+            m["mountPath"]: m["name"]
+            for c in (init, *spec["template"]["spec"]["containers"])
+            for m in c["volumeMounts"]
+        }
+        assert mounts[recovery_dir] == claim["metadata"]["name"]
+
+
+def test_the_worker_port_is_open_only_to_the_flows_own_pods(manifests: list[Manifest]) -> None:
+    for flow in ("alerts", "archive"):
+        policy = find(manifests, "NetworkPolicy", f"fleetwatch-{flow}-cluster")
+        statefulset = find(manifests, "StatefulSet", f"fleetwatch-{flow}")
+        pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+        worker_rules = [r for r in policy["spec"]["ingress"] if {"port": 9999} in r["ports"]]
+        (rule,) = worker_rules
+        (peer,) = rule["from"]
+        assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert "namespaceSelector" not in peer
+        other_flow = "archive" if flow == "alerts" else "alerts"
+        other_labels = find(manifests, "StatefulSet", f"fleetwatch-{other_flow}")["spec"][
+            "template"
+        ]["metadata"]["labels"]
+        assert not peer["podSelector"]["matchLabels"].items() <= other_labels.items()
+
+
+def test_every_pod_is_scraped_and_hardened(manifests: list[Manifest]) -> None:
+    workloads = [m for m in manifests if m["kind"] in ("StatefulSet", "Job")]
+    assert workloads
+    for workload in workloads:
+        pod = workload["spec"]["template"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert "memory" in container["resources"]["limits"]
+        if workload["kind"] == "StatefulSet" and workload["metadata"]["name"] != "mosquitto":
+            assert pod["metadata"]["annotations"]["prometheus.io/port"] == "3030"
+            (main,) = pod["spec"]["containers"]
+            assert main["readinessProbe"]["httpGet"]["path"] == "/metrics"
+            assert env_of(workload)["BYTEWAX_DATAFLOW_API_ENABLED"] == "true"
+            assert find(manifests, "PodDisruptionBudget", workload["metadata"]["name"])
+
+
+def test_the_config_map_holds_valid_settings(manifests: list[Manifest]) -> None:
+    data = find(manifests, "ConfigMap", "fleetwatch-config")["data"]
+    settings = Settings.from_env(data)  # raises, naming the variable, on a bad value
+    assert settings.topic_telemetry == "fleet.telemetry"
+    source = (ROOT / "fleetwatch" / "settings.py").read_text()
+    for key in data:
+        assert key.startswith("FLEET_")
+        assert f'"{key}"' in source or key.startswith("FLEET_KAFKA_"), f"unknown setting {key}"
+
+
+def test_no_secret_values_are_committed(manifests: list[Manifest]) -> None:
+    assert not [m for m in manifests if m["kind"] == "Secret"]
+    refs = re.findall(r"secretKeyRef:\s+name: (\S+)", yaml.safe_dump_all(manifests))
+    assert set(refs) <= {"fleetwatch-kafka", "fleetwatch-mqtt", "fleetwatch-notify"}
+
+
+def test_the_image_runs_bytewax_as_a_non_root_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert image_entrypoint() == ["python", "-m", "bytewax.run"]
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    assert re.search(r"^USER 10001", dockerfile, re.M)
+    assert re.search(r"^EXPOSE 9999 3030$", dockerfile, re.M)
+    assert "-c constraints.txt" in dockerfile
+    for package in ("bytewax", "confluent-kafka", "polars", "paho-mqtt"):
+        assert re.search(rf"^{package}==", (ROOT / "constraints.txt").read_text(), re.M | re.I)
+
+
+def test_every_yaml_file_in_k8s_is_used_or_is_an_ops_job() -> None:
+    used = {p.name for p in (K8S / "base").iterdir()}
+    listed = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"]
+    assert set(listed) <= used
+    for path in (K8S / "base").glob("*.yaml"):
+        assert path.name in (*listed, "kustomization.yaml"), f"{path} is not in the base"
+    assert all(d["kind"] == "Job" for d in ops_manifests())
+    assert Path(K8S / "ops").is_dir()
