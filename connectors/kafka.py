@@ -150,6 +150,17 @@ class ConfirmedProducer:
             raise KafkaDeliveryError(f"delivery to Kafka failed: {failures[0]}")
 
 
+def ensure_configured_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """``ensure_topics`` with the partitions, replication and patience the settings give."""
+    ensure_topics(
+        settings.kafka_config(),
+        topics,
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+        timeout_s=settings.kafka_startup_timeout_s,
+    )
+
+
 def check_kafka_properties(settings: Settings) -> None:
     """Fail fast on a bad FLEET_KAFKA_<PROPERTY> value, naming the variable."""
     for prop, value in settings.kafka_properties.items():

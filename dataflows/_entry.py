@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import structlog
 from bytewax.dataflow import Dataflow
 
-from connectors.kafka import check_kafka_properties, ensure_topics
+from connectors.kafka import check_kafka_properties, ensure_configured_topics
 from fleetwatch.logs import configure_logging
 from fleetwatch.settings import Settings
 
@@ -27,13 +27,7 @@ def start(flow_name: str, settings: Settings, topics: Iterable[str]) -> None:
     topics = list(topics)
     if not topics:
         return  # e.g. a backfill to a file: no broker needed
-    ensure_topics(
-        settings.kafka_config(),
-        topics,
-        settings.topic_partitions,
-        settings.topic_replication_factor,
-        timeout_s=settings.kafka_startup_timeout_s,
-    )
+    ensure_configured_topics(settings, topics)
 
 
 def lazy_flow(flow_from_settings: Callable[[Settings], Dataflow]) -> Callable[[str], Dataflow]:

@@ -12,7 +12,7 @@ import sys
 
 import structlog
 
-from connectors.kafka import KafkaUnreachable, check_kafka_properties, ensure_topics
+from connectors.kafka import KafkaUnreachable, check_kafka_properties, ensure_configured_topics
 from fleetwatch.logs import configure_logging
 from fleetwatch.settings import Settings, SettingsError
 
@@ -33,13 +33,7 @@ def main() -> int:
         settings = Settings.from_env()
         check_kafka_properties(settings)
         topics = contract_topics(settings)
-        ensure_topics(
-            settings.kafka_config(),
-            topics,
-            settings.topic_partitions,
-            settings.topic_replication_factor,
-            timeout_s=settings.kafka_startup_timeout_s,
-        )
+        ensure_configured_topics(settings, topics)
     except (SettingsError, KafkaUnreachable) as error:
         log.error("topics_not_created", error=str(error))
         return 2
