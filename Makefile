@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint unit integration bench recovery-init clean
+.PHONY: install demo test lint unit integration bench bench-quick recovery-init clean
 
 # Recovery partitions for a stateful flow: make recovery-init RECOVERY_DIR=... PARTITIONS=...
 RECOVERY_DIR ?= recovery/alerts
@@ -37,8 +37,12 @@ integration: install
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every benchmark with its baseline; writes benchmarks/results/{results.json,results.md,plot.png}.
 bench: install
 	$(BIN)/python -m benchmarks
+
+bench-quick: install
+	$(BIN)/python -m benchmarks --quick --out build/bench/quick
 
 recovery-init: install
 	mkdir -p $(RECOVERY_DIR)

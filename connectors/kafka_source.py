@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 _ERROR_LOG_INTERVAL_S = 10.0
 _LAG_UPDATE_INTERVAL_S = 1.0
+FETCH_WAIT_MAX_MS = "25"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,11 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
                 "group.id": "fleetwatch-unused",
                 "enable.auto.commit": "false",
                 "enable.partition.eof": str(not tail).lower(),
+                # How long the broker may hold a fetch when the partition has nothing new.
+                # Kafka answers as soon as data arrives, but some brokers (Tansu) hold every
+                # fetch this long: librdkafka's 500 ms default put 150 ms into every alert.
+                # FLEET_KAFKA_FETCH_WAIT_MAX_MS overrides it.
+                "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
                 **config,
             }
         )

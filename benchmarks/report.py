@@ -1,0 +1,126 @@
+"""The benchmark results as the README's table (markdown) and one PNG plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to a file
+import matplotlib.pyplot as plt
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"Mode: {results['mode']}; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
+        f"Python {m['python']}, Kafka: {m['kafka']}, MQTT: {m['mqtt']}; commit {m['commit']}; "
+        f"{results['seconds']} s in all.",
+        "",
+        "**End-to-end latency** (MQTT publish → alert read from the alerts topic; 1 bridge, "
+        "1 alerts process; 1% of readings fire an alert)",
+        "",
+        "| offered/s | achieved/s | allowed lateness | alerts | p50 ms | p99 ms | p99.9 ms "
+        "| lost | p50 by hop: MQTT→Kafka / Kafka→alert / alert→reader (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in results["latency"]:
+        hops = run.get("hop_p50_ms", {})
+        hop_text = " / ".join(
+            f"{hops.get(h, 0):,.0f}"
+            for h in ("mqtt_to_kafka", "kafka_to_alert", "alert_to_consumer")
+        )
+        lines.append(
+            f"| {_n(run['rate'])} | {_n(run['achieved_rate'])} | {run['allowed_lateness_s']:.0f} s "
+            f"| {run['alerts']} | {_n(run.get('p50_ms', 0))} | {_n(run.get('p99_ms', 0))} "
+            f"| {_n(run.get('p999_ms', 0))} | {run['lost_instant_alerts']} | {hop_text} |"
+        )
+    bridge, alerts, lake = results["bridge"], results["alerts"], results["lake"]
+    one, two = alerts["alerts flow, 1 process"], alerts["alerts flow, 2 processes"]
+    lines += [
+        "",
+        "**Throughput, side by side with baselines** (maximum sustainable rate: draining a "
+        "backlog, zero loss)",
+        "",
+        "| contender | rate | baseline | baseline rate | ratio |",
+        "|---|---|---|---|---|",
+        f"| bridge, 1 process | {_n(bridge['bridge (bytewax)']['per_second'])}/s "
+        f"| bare paho → confluent-kafka forwarder | {_n(bridge['bare forwarder']['per_second'])}/s "
+        f"| {bridge['ratio']['bridge_over_bare']:.2f}x |",
+        f"| alerts flow, 1 process | {_n(one['readings_per_s'])}/s | plain consume→decode→rules "
+        f"loop | {_n(alerts['plain loop']['readings_per_s'])}/s | {one['ratio_to_plain']:.2f}x |",
+        f"| alerts flow, 2 processes | {_n(two['readings_per_s'])}/s in all | same | "
+        f"{_n(alerts['plain loop']['readings_per_s'])}/s | {two['ratio_to_plain']:.2f}x |",
+        f"| backfill (Parquet → rules → file) | {_n(lake['backfill_rows_per_s'])} rows/s | pure "
+        f"Polars window count (no alert built) | {lake['rows'] / lake['polars_s']:,.0f} rows/s "
+        f"| {lake['ratio_polars_time_over_backfill_time']:.2f}x |",
+        f"| archive (Kafka → Parquet lake) | {_n(lake['archive_rows_per_s'])} rows/s | — | — | — |",
+        "",
+        "**Scale**",
+        "",
+        "| trucks | state per busy truck | its snapshot | alerts process peak RSS |",
+        "|---|---|---|---|",
+    ]
+    scale = results["scale"]
+    for trucks, state in scale["state"].items():
+        rss = scale["rss"].get(trucks, {}).get("peak_rss_mb", 0)
+        lines.append(
+            f"| {_n(int(trucks))} | {_n(state['bytes_per_truck'])} B "
+            f"| {_n(state['snapshot_bytes_per_truck'])} B | {_n(rss)} MiB |"
+        )
+    lines += [
+        "",
+        "| recovery snapshots (10k trucks, 200k readings) | wall time | vs none | partitions |",
+        "|---|---|---|---|",
+    ]
+    for label, row in scale["snapshots"].items():
+        lines.append(
+            f"| {label} | {row['seconds']:.2f} s | {row['ratio_to_none']:.2f}x "
+            f"| {row['recovery_mb']:.1f} MiB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for lateness, marker in ((0.0, "o"), (10.0, "s")):
+        runs = [r for r in results["latency"] if r["allowed_lateness_s"] == lateness]
+        rates = [r["rate"] for r in runs]
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+            left.plot(
+                rates,
+                [r.get(key, float("nan")) for r in runs],
+                marker=marker,
+                label=f"{label}, lateness {lateness:.0f} s",
+            )
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("offered readings/s")
+    left.set_ylabel("publish → alert (ms)")
+    left.set_title("End-to-end latency")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+
+    bridge, alerts, lake = results["bridge"], results["alerts"], results["lake"]
+    ratios = {
+        "bridge / bare\nforwarder": bridge["ratio"]["bridge_over_bare"],
+        "alerts (1 proc) /\nplain loop": alerts["alerts flow, 1 process"]["ratio_to_plain"],
+        "alerts (2 procs) /\nplain loop": alerts["alerts flow, 2 processes"]["ratio_to_plain"],
+        "backfill /\npure Polars": lake["ratio_polars_time_over_backfill_time"],
+    }
+    bars = right.bar(list(ratios), list(ratios.values()), color="#4c72b0")
+    right.bar_label(bars, fmt="%.2fx")
+    right.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+    right.set_ylabel("throughput ratio to baseline")
+    right.set_title("Throughput vs baselines (same run)")
+    right.tick_params(axis="x", labelsize=8)
+    m = results["machine"]
+    figure.suptitle(f"fleetwatch benchmarks ({results['mode']}), {m['cores']} cores, {m['cpu']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
