@@ -131,7 +131,8 @@ def run(quick: bool) -> dict[str, Any]:
                 directory.mkdir()
                 init_db_dir(directory, 1)  # type: ignore[no-untyped-call]
                 args = ["-r", str(directory), *flags]
-            env = {**base, "FLEET_TOPIC_TELEMETRY": topic, "FLEET_TOPIC_ALERTS": f"{topic}.{label}"}
+            alerts_topic = f"{topic}.alerts-{label.replace('-s ', 's')}"
+            env = {**base, "FLEET_TOPIC_TELEMETRY": topic, "FLEET_TOPIC_ALERTS": alerts_topic}
             seconds, _ = drain(env, Path(tmp) / "snapshots.log", args)
             size = sum(f.stat().st_size for f in directory.glob("*")) if flags else 0
             results["snapshots"][label] = {
