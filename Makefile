@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint unit integration bench bench-quick recovery-init clean
+.PHONY: install demo test lint unit integration bench bench-quick dynamodb-table recovery-init clean
 
 # Recovery partitions for a stateful flow: make recovery-init RECOVERY_DIR=... PARTITIONS=...
 RECOVERY_DIR ?= recovery/alerts
@@ -43,6 +43,10 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m benchmarks --quick --out build/bench/quick
+
+# The DynamoDB table of dataflows.store (FLEET_DYNAMODB_TABLE, _REGION, _ENDPOINT_URL).
+dynamodb-table: install
+	$(BIN)/python -m dataflows.store --create-table
 
 recovery-init: install
 	mkdir -p $(RECOVERY_DIR)

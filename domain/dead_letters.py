@@ -19,6 +19,7 @@ class Stage(StrEnum):
     ARCHIVE = "archive"
     BACKFILL = "backfill"
     NOTIFY = "notify"
+    STORE = "store"
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -109,6 +109,10 @@ class Settings:
     notify_max_attempts: int
     notify_concurrency: int
     notify_retention_s: float
+    dynamodb_table: str
+    dynamodb_region: str | None
+    dynamodb_endpoint_url: str | None
+    dynamodb_retention_days: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +175,12 @@ class Settings:
             notify_concurrency=env.get("FLEET_NOTIFY_CONCURRENCY", "8", _int_between(1, 256)),
             notify_retention_s=env.get(
                 "FLEET_NOTIFY_RETENTION_S", "604800", _finite_between(1, 86_400 * 365)
+            ),
+            dynamodb_table=env.get("FLEET_DYNAMODB_TABLE", "fleet-telemetry", _dynamodb_table),
+            dynamodb_region=env.get_optional("FLEET_DYNAMODB_REGION", _nonempty),
+            dynamodb_endpoint_url=env.get_optional("FLEET_DYNAMODB_ENDPOINT_URL", _http_url),
+            dynamodb_retention_days=env.get(
+                "FLEET_DYNAMODB_RETENTION_DAYS", "90", _int_between(1, 36_500)
             ),
         )
 
@@ -288,6 +298,12 @@ def _brokers(raw: str) -> tuple[str, ...]:
 def _kafka_topic(raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", raw) or raw in (".", ".."):
         raise ValueError("a Kafka topic is 1-249 chars of [A-Za-z0-9._-]")
+    return raw
+
+
+def _dynamodb_table(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{3,255}", raw):
+        raise ValueError("a DynamoDB table name is 3-255 chars of [A-Za-z0-9._-]")
     return raw
 
 
