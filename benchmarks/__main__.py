@@ -16,7 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import alerts, bridge, decoders, history, lake, latency, notify, report, scale
+from benchmarks import (
+    alerts,
+    bridge,
+    decoders,
+    history,
+    lake,
+    latency,
+    notify,
+    report,
+    scale,
+    store,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     results["alerts"] = json.loads((BUILD / "alerts.json").read_text())
     print("\n== backfill vs pure Polars; archive")
     results["lake"] = lake.main(["--rows", "500000", "--archive-rows", "200000"] if quick else [])
+    print("\n== DynamoDB store (dataflows.store into dynalite)")
+    results["store"] = store.main(["--readings", "10000"] if quick else [])
     print("\n== scale: state per truck, RSS by fleet size, snapshot cost")
     results["scale"] = scale.main(["--quick"] if quick else [])
     print("\n== driver history: lookups, load, reload pause")

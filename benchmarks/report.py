@@ -60,6 +60,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"Polars window count (no alert built) | {lake['rows'] / lake['polars_s']:,.0f} rows/s "
         f"| {lake['ratio_polars_time_over_backfill_time']:.2f}x |",
         f"| archive (Kafka → Parquet lake) | {_n(lake['archive_rows_per_s'])} rows/s | — | — | — |",
+        *(
+            [
+                f"| store (Kafka → DynamoDB API: dynalite) | "
+                f"{_n(results['store']['readings_per_s'])} readings/s, "
+                f"{_n(results['store']['items_per_s'])} items/s | — | — | — |"
+            ]
+            if "store" in results
+            else []
+        ),
         "",
         "**Scale**",
         "",

@@ -81,7 +81,7 @@ def test_each_bytewax_cluster_lists_every_pod_by_its_headless_name(
 def test_recovery_lives_on_a_volume_per_pod_prepared_by_the_init_container(
     manifests: list[Manifest],
 ) -> None:
-    for name in ("fleetwatch-alerts", "fleetwatch-notify"):
+    for name in ("fleetwatch-alerts", "fleetwatch-notify", "fleetwatch-store"):
         statefulset = find(manifests, "StatefulSet", name)
         spec = statefulset["spec"]
         (init,) = spec["template"]["spec"]["initContainers"]
@@ -151,7 +151,12 @@ def test_the_config_map_holds_valid_settings(manifests: list[Manifest]) -> None:
 def test_no_secret_values_are_committed(manifests: list[Manifest]) -> None:
     assert not [m for m in manifests if m["kind"] == "Secret"]
     refs = re.findall(r"secretKeyRef:\s+name: (\S+)", yaml.safe_dump_all(manifests))
-    assert set(refs) <= {"fleetwatch-kafka", "fleetwatch-mqtt", "fleetwatch-notify"}
+    assert set(refs) <= {
+        "fleetwatch-kafka",
+        "fleetwatch-mqtt",
+        "fleetwatch-notify",
+        "fleetwatch-aws",
+    }
 
 
 def test_the_image_runs_bytewax_as_a_non_root_user() -> None:
