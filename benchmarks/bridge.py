@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from benchmarks.processes import start_until, stop
 from connectors.mqtt_publisher import publish_paced
 from fleetwatch.localbrokers import LocalBrokers, local_brokers
 from fleetwatch.settings import MqttUrl
@@ -46,25 +46,6 @@ def _env(brokers: LocalBrokers, name: str) -> dict[str, str]:
         FLEET_TOPIC_PARTITIONS="8",
     )
     return env
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while '"event": "mqtt_subscribed"' not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{command} did not subscribe; see {log}")
-        time.sleep(0.05)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def _drain_span(bootstrap: str, topic: str, expected: int, timeout_s: float) -> tuple[int, float]:
@@ -101,17 +82,19 @@ def run(messages: int, trucks: int) -> dict[str, dict[str, float]]:
             name = f"bench{index}"
             env = _env(brokers, name)
             log = Path(tmp) / f"{name}.log"
-            _stop(_start(command, env, log))  # creates the persistent session
+            stop(
+                start_until(command, env, log, "mqtt_subscribed")
+            )  # creates the persistent session
             config = FleetConfig(
                 trucks=trucks, seed=9, topic_template=f"{name}/{{truck_id}}/telemetry"
             )
             batch = [(m.topic, m.payload) for m in FleetSimulator(config).messages(messages)]
             publish_paced(MqttUrl.parse(brokers.mqtt_url), brokers.mqtt_protocol, batch, rate=0)
-            process = _start(command, env, log)
+            process = start_until(command, env, log, "mqtt_subscribed")
             try:
                 count, span = _drain_span(brokers.kafka_brokers, f"{name}.telemetry", messages, 300)
             finally:
-                _stop(process)
+                stop(process)
             if count < messages:
                 raise RuntimeError(f"{label}: only {count} of {messages} messages arrived")
             results[label] = {

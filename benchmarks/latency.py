@@ -29,6 +29,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from benchmarks.processes import start_until, stop
 from connectors.kafka_source import FETCH_WAIT_MAX_MS
 from fleetwatch.localbrokers import LocalBrokers, local_brokers
 
@@ -80,28 +81,7 @@ class AlertClock:
 
 
 def _flow(module: str, env: dict[str, str], log: Path, ready: str) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", module],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while f'"event": "{ready}"' not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{module} did not start; see {log}")
-        time.sleep(0.05)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    return start_until([sys.executable, "-m", "bytewax.run", module], env, log, ready)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -163,8 +143,8 @@ def run_one(
         time.sleep(1.0)  # stragglers and repeats
     finally:
         clock.stop()
-        _stop(alerts)
-        _stop(bridge)
+        stop(alerts)
+        stop(bridge)
     # Steady state only: not the first WARMUP_S seconds (consumers starting, caches cold),
     # and not the last ALLOWED_LATENESS + 1 s, whose readings wait for the quiet-truck flush
     # (no newer reading comes to move their truck's watermark once the load stops).

@@ -33,12 +33,12 @@ from connectors.kafka import ConfirmedProducer, OutboundRecord
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.lake import Lake
 from connectors.log_sink import LogSink
+from dataflows._canonical import decode_records
 from dataflows._entry import lazy_flow, start
-from domain.dead_letters import Stage, dead_letter
-from domain.readings import Reading, decode_canonical
+from domain.dead_letters import Stage
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
-from fleetwatch.metrics import READINGS_IN, count_dead_letter
+from fleetwatch.metrics import READINGS_IN
 from fleetwatch.settings import Settings, SettingsError
 
 
@@ -130,24 +130,13 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
         started = time.perf_counter()
         buffer, step = self._buffer, self._step
         self._buffer = _Buffer()
-        readings: list[Reading] = []
-        dead: list[OutboundRecord] = []
-        received_at = to_epoch_ms(step.now())
-        for value in buffer.values:
-            outcome = decode_canonical(value)
-            if isinstance(outcome, Reading):
-                readings.append(outcome)
-            else:
-                count_dead_letter(Stage.ARCHIVE, outcome.reason)
-                record = dead_letter(
-                    Stage.ARCHIVE,
-                    outcome.reason,
-                    outcome.detail,
-                    step.telemetry_topic,
-                    value,
-                    received_at,
-                )
-                dead.append(OutboundRecord(step.dlq_topic, None, record))
+        readings, dead = decode_records(
+            buffer.values,
+            Stage.ARCHIVE,
+            step.telemetry_topic,
+            step.dlq_topic,
+            to_epoch_ms(step.now()),
+        )
         if dead:
             # Confirmed before the roll commits, so a crash cannot lose them.
             step.send_dead_letters(dead)

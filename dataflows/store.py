@@ -37,9 +37,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from connectors.dynamodb import TelemetryTable, create_table, dynamodb_client
 from connectors.kafka import ConfirmedProducer, OutboundRecord
 from connectors.kafka_source import Fetch, KafkaBatchSource
+from dataflows._canonical import decode_records
 from dataflows._entry import lazy_flow, start
 from domain.dead_letters import Stage, dead_letter
-from domain.readings import Reading, decode_canonical, encode_canonical
+from domain.readings import Reading, encode_canonical
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
 from fleetwatch.logs import configure_logging
@@ -67,23 +68,13 @@ class StoreDecoder:
 
     def decode(self, fetch: Fetch) -> Decoded:
         _RECORDS_IN.inc(len(fetch.values))
-        readings: list[Reading] = []
-        dead: list[OutboundRecord] = []
-        for value in fetch.values:
-            outcome = decode_canonical(value)
-            if isinstance(outcome, Reading):
-                readings.append(outcome)
-            else:
-                count_dead_letter(Stage.STORE, outcome.reason)
-                record = dead_letter(
-                    Stage.STORE,
-                    outcome.reason,
-                    outcome.detail,
-                    self.telemetry_topic,
-                    value,
-                    to_epoch_ms(self.now()),
-                )
-                dead.append(OutboundRecord(self.dlq_topic, None, record))
+        readings, dead = decode_records(
+            fetch.values,
+            Stage.STORE,
+            self.telemetry_topic,
+            self.dlq_topic,
+            to_epoch_ms(self.now()),
+        )
         return Decoded(readings, dead)
 
 
