@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from benchmarks.processes import start_until, stop
+from benchmarks.processes import pipeline_env, start_until, stop
 from connectors.mqtt_publisher import publish_paced
 from fleetwatch.localbrokers import LocalBrokers, local_brokers
 from fleetwatch.settings import MqttUrl
@@ -33,19 +32,7 @@ CONTENDERS = {
 
 
 def _env(brokers: LocalBrokers, name: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update(
-        FLEET_MQTT_URL=brokers.mqtt_url,
-        FLEET_MQTT_PROTOCOL=brokers.mqtt_protocol,
-        FLEET_MQTT_TOPIC=f"{name}/+/telemetry",
-        FLEET_MQTT_SHARE_GROUP="",
-        FLEET_MQTT_CLIENT_ID=f"{name}-client",
-        FLEET_KAFKA_BROKERS=brokers.kafka_brokers,
-        FLEET_TOPIC_TELEMETRY=f"{name}.telemetry",
-        FLEET_TOPIC_DLQ=f"{name}.dlq",
-        FLEET_TOPIC_PARTITIONS="8",
-    )
-    return env
+    return pipeline_env(brokers, name, FLEET_TOPIC_PARTITIONS="8")
 
 
 def _drain_span(bootstrap: str, topic: str, expected: int, timeout_s: float) -> tuple[int, float]:

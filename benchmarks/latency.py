@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from benchmarks.processes import start_until, stop
+from benchmarks.processes import pipeline_env, start_until, stop
 from connectors.kafka_source import FETCH_WAIT_MAX_MS
 from fleetwatch.localbrokers import LocalBrokers, local_brokers
 
@@ -94,18 +93,9 @@ def run_one(
     brokers: LocalBrokers, workdir: Path, rate: int, seconds: float, lateness: float
 ) -> dict[str, Any]:
     name = f"lat{int(lateness)}r{rate}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update(
-        FLEET_MQTT_URL=brokers.mqtt_url,
-        FLEET_MQTT_PROTOCOL=brokers.mqtt_protocol,
-        FLEET_MQTT_TOPIC=f"{name}/+/telemetry",
-        FLEET_MQTT_SHARE_GROUP="",
-        FLEET_MQTT_CLIENT_ID=f"{name}-bridge",
-        FLEET_KAFKA_BROKERS=brokers.kafka_brokers,
-        FLEET_TOPIC_TELEMETRY=f"{name}.telemetry",
-        FLEET_TOPIC_ALERTS=f"{name}.alerts",
-        FLEET_TOPIC_DLQ=f"{name}.dlq",
-        FLEET_TOPIC_LATE=f"{name}.late",
+    env = pipeline_env(
+        brokers,
+        name,
         FLEET_TOPIC_PARTITIONS=str(PARTITIONS),
         FLEET_ALLOWED_LATENESS_S=str(lateness),
         FLEET_COOLDOWN_S="0",
