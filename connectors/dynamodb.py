@@ -81,9 +81,14 @@ def _number(value: float) -> str:
     return str(Decimal(repr(value)))
 
 
+def _key_of(item: Item) -> str:
+    """``history_key`` from an item's formatted ``ts`` (formatting it once per reading)."""
+    return f"{item['ts']['S']}#{item['event_id']['S']}"
+
+
 def history_item(reading: Reading, retention_s: int) -> Item:
     item = _attributes(reading)
-    item["sk"] = {"S": history_key(reading)}
+    item["sk"] = {"S": _key_of(item)}
     item["expires_at"] = {"N": str(reading.ts_ms // 1000 + retention_s)}
     return item
 
@@ -91,15 +96,20 @@ def history_item(reading: Reading, retention_s: int) -> Item:
 def latest_item(reading: Reading) -> Item:
     item = _attributes(reading)
     item["sk"] = {"S": LATEST}
-    item["last_key"] = {"S": history_key(reading)}
+    item["last_key"] = {"S": _key_of(item)}
     return item
 
 
 def newest_per_truck(readings: Iterable[Reading]) -> list[Reading]:
+    """Each truck's newest reading. (ts_ms, event_id) orders as ``history_key`` does (the
+    timestamp is fixed-width), without formatting anything."""
     newest: dict[str, Reading] = {}
     for reading in readings:
         current = newest.get(reading.truck_id)
-        if current is None or history_key(reading) > history_key(current):
+        if current is None or (reading.ts_ms, reading.event_id) > (
+            current.ts_ms,
+            current.event_id,
+        ):
             newest[reading.truck_id] = reading
     return list(newest.values())
 
@@ -125,9 +135,6 @@ class Backoff:
         self.attempts += 1
         sleep(random.uniform(0, min(self.cap_s, self.base_s * 2**self.attempts)))
 
-    def reset(self) -> None:
-        self.attempts = 0
-
 
 class TelemetryTable:
     """Writes readings to ``table``: history in batches of 25, latest conditionally.
@@ -152,7 +159,7 @@ class TelemetryTable:
 
     def write(self, readings: Sequence[Reading]) -> list[Rejected]:
         rejected: list[Rejected] = []
-        unique = {(r.truck_id, history_key(r)): r for r in readings}  # one write per key
+        unique = {(r.truck_id, r.ts_ms, r.event_id): r for r in readings}  # one write per key
         batch = list(unique.values())
         for start in range(0, len(batch), BATCH_LIMIT):
             rejected += self._write_history(batch[start : start + BATCH_LIMIT])
@@ -193,13 +200,14 @@ class TelemetryTable:
         return rejected
 
     def _put_latest(self, reading: Reading) -> None:
+        item = latest_item(reading)
         try:
             self._call(
                 "put_item",
                 TableName=self._table,
-                Item=latest_item(reading),
+                Item=item,
                 ConditionExpression="attribute_not_exists(last_key) OR last_key < :key",
-                ExpressionAttributeValues={":key": {"S": history_key(reading)}},
+                ExpressionAttributeValues={":key": item["last_key"]},
             )
         except ClientError as error:
             if _code(error) != "ConditionalCheckFailedException":
