@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleetwatch.localbrokers import LocalBrokers, free_port
 
@@ -263,3 +265,21 @@ def uninterrupted_alert_ids(namespace: Namespace, logs: Path, **overrides: str) 
     return set(
         alert_ids(consume_until(bootstrap, topic, lambda _records: False, timeout_s=5, settle_s=0))
     )
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample a flow's metrics endpoint (Bytewax's API server) serves."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

@@ -32,8 +32,9 @@ from tests.integration.flows import (
     alert_ids,
     consume_alerts,
     produce,
+    scrape,
+    value,
 )
-from tests.integration.test_metrics import scrape, value
 from tests.kube import K8S, Container, Manifest, build, find, pod_containers
 from tests.reference import reference_alerts
 

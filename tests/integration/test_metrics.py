@@ -5,12 +5,10 @@ partition's backlog."""
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.kafka import ensure_topics
 from connectors.kafka_source import KafkaBatchSource
@@ -19,26 +17,10 @@ from domain.rules import RuleConfig
 from fleetwatch.localbrokers import free_port
 from fleetwatch.metrics import CONSUMER_LAG
 from tests.builders import BEGINNING_MS, payload
-from tests.integration.flows import FlowProcess, Namespace, consume_until, produce
+from tests.integration.flows import FlowProcess, Namespace, consume_until, produce, scrape, value
 from tests.reference import reference_alerts
 
 pytestmark = pytest.mark.integration
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def fleet_readings() -> list[Reading]:

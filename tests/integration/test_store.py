@@ -21,10 +21,10 @@ from bytewax.recovery import init_db_dir
 
 from connectors.dynamodb import LATEST, history_key, item_values
 from domain.readings import Reading, encode_canonical
-from fleetwatch.localdynamo import AWS_ENV, ROOT, dynalite
+from fleetwatch.localdynamo import AWS_ENV, dynalite
 from tests.builders import BEGINNING_MS
 from tests.integration.dynamo import ThrottlingProxy
-from tests.integration.flows import FlowProcess, Namespace, consume_until, produce
+from tests.integration.flows import ROOT, FlowProcess, Namespace, consume_until, produce
 
 pytestmark = pytest.mark.integration
 
