@@ -119,8 +119,9 @@ def init_volume(directory: Path, ordinal: int, initial_replicas: int, partitions
                 f"{directory} holds partitions of a {prepared_for}-partition layout, but "
                 f"FLEET_RECOVERY_PARTITIONS is {partitions}; the count cannot change"
             )
-        held = [p.index for p in partitions_in(directory)]
-        return f"already prepared; holds partitions {held}"
+        # Only the names: opening the files would write to them (a WAL checkpoint).
+        held = sorted(path.name for path in directory.glob("part-*.sqlite3"))
+        return f"already prepared; holds {', '.join(held) or 'no partitions'}"
     # Ordinals from R0 on were added by scaling up: they start empty.
     wanted = home_partitions(ordinal, initial_replicas, partitions)
     present = {p.index for p in partitions_in(directory)}  # a crash mid-way left some
