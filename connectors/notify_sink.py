@@ -23,9 +23,9 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.email_api import Delivery, EmailApi
 from connectors.kafka import OutboundRecord
-from domain.dead_letters import Stage, dead_letter
+from domain.dead_letters import Stage
 from domain.notifications import Verdict
-from fleetwatch.metrics import NOTIFICATIONS, count_dead_letter
+from fleetwatch.metrics import NOTIFICATIONS, counted_dead_letter
 
 log = structlog.get_logger(__name__)
 
@@ -100,10 +100,11 @@ class _NotifyPartition(StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]
     def _dead_letter(self, delivery: Delivery, raw: bytes, now: int) -> OutboundRecord:
         reason = "rejected" if delivery.verdict is Verdict.REJECTED else "undeliverable"
         NOTIFICATIONS.labels(reason).inc()
-        count_dead_letter(Stage.NOTIFY, reason)
         log.error("email_failed", alert_id=delivery.alert_id, reason=reason, detail=delivery.detail)
         detail = f"after {delivery.attempts} attempts: {delivery.detail}"
-        record = dead_letter(Stage.NOTIFY, reason, detail, self._sink._alerts_topic, raw, now)
+        record = counted_dead_letter(
+            Stage.NOTIFY, reason, detail, self._sink._alerts_topic, raw, now
+        )
         return OutboundRecord(self._sink._dlq_topic, delivery.alert_id.encode(), record)
 
     def snapshot(self) -> Sent:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from connectors.kafka import OutboundRecord
-from domain.dead_letters import Stage, dead_letter
+from domain.dead_letters import Stage
 from domain.readings import Reading, decode_canonical
-from fleetwatch.metrics import count_dead_letter
+from fleetwatch.metrics import counted_dead_letter
 
 
 def decode_records(
@@ -21,8 +21,7 @@ def decode_records(
         if isinstance(outcome, Reading):
             readings.append(outcome)
             continue
-        count_dead_letter(stage, outcome.reason)
-        record = dead_letter(
+        record = counted_dead_letter(
             stage, outcome.reason, outcome.detail, source_topic, value, received_at_ms
         )
         dead.append(OutboundRecord(dlq_topic, None, record))

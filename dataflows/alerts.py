@@ -40,13 +40,13 @@ from connectors.kafka_source import Fetch, KafkaBatchSource
 from dataflows._entry import lazy_flow, start
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
-from domain.dead_letters import Stage, dead_letter
+from domain.dead_letters import Stage
 from domain.history import HistoryIndex
 from domain.readings import Reading, Reason, decode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
-from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN, count_dead_letter
+from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN, counted_dead_letter
 from fleetwatch.settings import Settings
 
 TruckArrivals = tuple[str, Arrivals]
@@ -89,9 +89,10 @@ class TelemetryDecoder:
         return [*by_truck.items(), *dead_letters]
 
     def _dead_letter(self, raw: bytes, reason: Reason, detail: str) -> OutboundRecord:
-        count_dead_letter(Stage.ALERTS, reason)
         received_at = to_epoch_ms(self.now())
-        value = dead_letter(Stage.ALERTS, reason, detail, self.topics.telemetry, raw, received_at)
+        value = counted_dead_letter(
+            Stage.ALERTS, reason, detail, self.topics.telemetry, raw, received_at
+        )
         return OutboundRecord(self.topics.dlq, None, value)
 
 

@@ -45,11 +45,11 @@ from dataflows._entry import lazy_flow, start
 from dataflows.alerts import history_store, rule_config
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
-from domain.dead_letters import Stage, dead_letter
+from domain.dead_letters import Stage
 from domain.history import HistoryIndex
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
-from fleetwatch.metrics import ALERTS, READINGS_IN, count_dead_letter
+from fleetwatch.metrics import ALERTS, READINGS_IN, counted_dead_letter
 from fleetwatch.progress import Progress
 from fleetwatch.settings import Settings, SettingsError
 
@@ -96,9 +96,8 @@ class BackfillLines:
     def dead_letter_line(self, row: BadRow) -> KeyedLine:
         self.progress.add_dead_letter()
         _ROWS_IN.inc()
-        count_dead_letter(Stage.BACKFILL, row.reason)
         received_at = to_epoch_ms(datetime.now(UTC))
-        return "", dead_letter(
+        return "", counted_dead_letter(
             Stage.BACKFILL, row.reason, row.detail, row.source, row.raw, received_at
         )
 

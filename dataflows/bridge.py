@@ -28,9 +28,9 @@ from connectors.kafka import (
 )
 from connectors.mqtt import MqttMessage, MqttSource, MqttSubscription
 from dataflows._entry import lazy_flow, start
-from domain.dead_letters import Stage, dead_letter
+from domain.dead_letters import Stage
 from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
-from fleetwatch.metrics import READINGS_IN, count_dead_letter
+from fleetwatch.metrics import READINGS_IN, counted_dead_letter
 from fleetwatch.settings import Settings
 from fleetwatch.shutdown import install_graceful_shutdown
 
@@ -62,8 +62,7 @@ class BridgeRoutes:
                 encode_canonical(outcome),
                 message.ack,
             )
-        count_dead_letter(Stage.BRIDGE, outcome.reason)
-        record = dead_letter(
+        record = counted_dead_letter(
             Stage.BRIDGE,
             outcome.reason,
             outcome.detail,

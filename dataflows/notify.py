@@ -34,10 +34,10 @@ from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.notify_sink import NotifySink, decode_alert
 from dataflows._entry import lazy_flow, start
-from domain.dead_letters import Stage, dead_letter
+from domain.dead_letters import Stage
 from domain.notifications import RetryPolicy, Routes, secret_bytes
 from domain.readings import Reason
-from fleetwatch.metrics import NOTIFICATIONS, count_dead_letter
+from fleetwatch.metrics import NOTIFICATIONS, counted_dead_letter
 from fleetwatch.settings import Settings, SettingsError
 
 KeyedAlert = tuple[str, tuple[dict[str, Any], bytes]]
@@ -56,8 +56,7 @@ class AlertDecoder:
                 alert = decode_alert(raw)
                 if alert is None:
                     NOTIFICATIONS.labels("not_an_alert").inc()
-                    count_dead_letter(Stage.NOTIFY, Reason.SCHEMA)
-                    record = dead_letter(
+                    record = counted_dead_letter(
                         Stage.NOTIFY,
                         Reason.SCHEMA,
                         "not an alert",

@@ -39,12 +39,12 @@ from connectors.kafka import ConfirmedProducer, OutboundRecord
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from dataflows._canonical import decode_records
 from dataflows._entry import lazy_flow, start
-from domain.dead_letters import Stage, dead_letter
+from domain.dead_letters import Stage
 from domain.readings import Reading, encode_canonical
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
 from fleetwatch.logs import configure_logging
-from fleetwatch.metrics import READINGS_IN, count_dead_letter
+from fleetwatch.metrics import READINGS_IN, counted_dead_letter
 from fleetwatch.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -109,11 +109,10 @@ class _DynamoPartition(StatelessSinkPartition[Decoded]):
         readings = [r for item in items for r in item.readings]
         dead = [d for item in items for d in item.dead_letters]
         for rejected in self._table.write(readings):
-            count_dead_letter(Stage.STORE, rejected.reason)
             log.error(
                 "dynamodb_rejected", event_id=rejected.reading.event_id, detail=rejected.detail
             )
-            value = dead_letter(
+            value = counted_dead_letter(
                 Stage.STORE,
                 rejected.reason,
                 rejected.detail,

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, disable_created_metrics
 
+from domain.dead_letters import Stage, dead_letter
+from domain.readings import Reason
+
 # Only the counts: no "<name>_created" series next to every counter.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -57,5 +60,15 @@ CONSUMER_LAG = Gauge(
 )
 
 
-def count_dead_letter(stage: str, reason: str) -> None:
+def counted_dead_letter(
+    stage: Stage,
+    reason: Reason | str,
+    detail: str,
+    source_topic: str,
+    raw: bytes,
+    received_at_ms: int,
+) -> bytes:
+    """``domain.dead_letters.dead_letter``, counted in ``fleetwatch_dead_letters_total``:
+    every flow makes its dead letters here, so none goes uncounted."""
     DEAD_LETTERS.labels(stage, reason).inc()
+    return dead_letter(stage, reason, detail, source_topic, raw, received_at_ms)
