@@ -44,9 +44,10 @@ def test_the_topics_job_creates_the_contract_topics(namespace: Namespace) -> Non
     topics = admin.list_topics(timeout=10).topics
     for kind in ("telemetry", "alerts", "dlq", "late"):
         assert len(topics[namespace.topic(kind)].partitions) == namespace.partitions
+    assert "kafka_topic_created" in first.stdout + first.stderr
     again = job_run(namespace)
     assert again.returncode == 0
-    assert "kafka_topic_created" not in again.stdout
+    assert "kafka_topic_created" not in again.stdout + again.stderr
 
 
 def test_a_bad_setting_fails_the_job_clearly(namespace: Namespace) -> None:
