@@ -39,6 +39,9 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     TRUCK_MISMATCH = "truck_mismatch"
+    # Any stage: processing one record raised where no rule of the contract names the
+    # problem (CONTRACT.md section 3). The record is dead-lettered; the flow goes on.
+    UNPROCESSABLE = "unprocessable"
 
 
 class Reading(msgspec.Struct, frozen=True, gc=False):

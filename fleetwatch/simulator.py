@@ -185,7 +185,8 @@ class FleetSimulator:
             "ts": ts,
             "speed_kmh": 80.0,
         }
-        reason = rng.choice(list(Reason))
+        # Only the reasons a payload itself can earn; unprocessable means a bug of ours.
+        reason = rng.choice([r for r in Reason if r is not Reason.UNPROCESSABLE])
         document = dict(good)
         if reason is Reason.INVALID_JSON:
             text = json.dumps(good)
