@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -34,12 +34,23 @@ FETCH_WAIT_MAX_MS = "25"
 @dataclass(frozen=True, slots=True)
 class Fetch:
     """Record values from one partition, in offset order, from ``first_offset`` to
-    ``last_offset`` (inclusive; offsets may have gaps, e.g. transaction markers)."""
+    ``last_offset`` (inclusive; offsets may have gaps, e.g. transaction markers), and each
+    record's Kafka timestamp in epoch ms (``NO_TIMESTAMP`` when the broker gave none; an
+    empty list when the source kept none)."""
 
     partition: int
     first_offset: int
     last_offset: int
     values: list[bytes]
+    timestamps: list[int] = field(default_factory=list)
+
+    def timestamp_ms(self, index: int) -> int:
+        """The ``index``-th record's timestamp, or ``NO_TIMESTAMP``."""
+        timestamps = self.timestamps
+        return timestamps[index] if index < len(timestamps) else NO_TIMESTAMP
+
+
+NO_TIMESTAMP = -1
 
 
 class KafkaBatchSource(FixedPartitionedSource[Fetch, int]):
@@ -121,6 +132,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
         if self._at_end:
             raise StopIteration
         values: list[bytes] = []
+        timestamps: list[int] = []
         first_offset = last_offset = None
         for message in self._consumer.consume(self._batch_size, 0.001):
             error = message.error()
@@ -132,6 +144,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
                 continue
             value = message.value()
             values.append(value if value is not None else b"")
+            timestamps.append(message.timestamp()[1])  # (type, ms); -1 when not available
             last_offset = message.offset()
             if first_offset is None:
                 first_offset = last_offset
@@ -140,7 +153,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
         self._update_lag()
         if first_offset is None or last_offset is None:
             return []
-        return [Fetch(self._partition, first_offset, last_offset, values)]
+        return [Fetch(self._partition, first_offset, last_offset, values, timestamps)]
 
     def _update_lag(self) -> None:
         """Lag from the high watermark the last fetch response carried (no broker call)."""

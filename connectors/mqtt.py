@@ -187,7 +187,11 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
             self._received += 1
             ack = _Ack(self, client, message.mid, message.qos, self._connection)
         self._last_message_at = time.monotonic()
-        self._inbox.append(MqttMessage(message.topic, bytes(message.payload), self._now_ms(), ack))
+        # Not ``message.topic``: it raises on a topic that is not UTF-8 (MQTT requires it,
+        # but a broker may pass one on), and an exception here would end paho's network
+        # thread. Such a topic names no truck; the bridge dead-letters it as a mismatch.
+        topic = bytes(message._topic).decode("utf-8", "replace")
+        self._inbox.append(MqttMessage(topic, bytes(message.payload), self._now_ms(), ack))
 
     def acknowledge(self, client: mqtt.Client, mid: int, qos: int, connection: int) -> None:
         if connection == self._connection:

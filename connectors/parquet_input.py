@@ -21,12 +21,27 @@ from typing import Any
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from domain.readings import MAX_EVENT_ID_CHARS, MAX_SPEED_KMH, Reading, Reason
+from domain.readings import (
+    EVENT_ID_RULE,
+    LAT_RANGE,
+    LON_RANGE,
+    MAX_EVENT_ID_CHARS,
+    MAX_SPEED_KMH,
+    TRUCK_ID_PATTERN,
+    TRUCK_ID_RULE,
+    Reading,
+    Reason,
+)
+from domain.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS
 from fleetwatch.progress import Progress
 
 COLUMNS = ["event_id", "truck_id", "ts", "speed_kmh", "lat", "lon"]
-_TRUCK_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+# Rust's regex: ``$`` is the end of the text (no multi-line mode), unlike Python's.
+_TRUCK_ID = f"^{TRUCK_ID_PATTERN}$"
 CHUNK_READINGS = 20_000
+# Bad rows go to the dead-letter sink in batches of this many, not a bucket's all at once
+# (300k bad rows once made one 125 MB batch): memory stays bounded by the chunk size.
+CHUNK_BAD_ROWS = 1_000
 
 
 class BackfillInputError(ValueError):
@@ -69,8 +84,11 @@ Item = TruckReadings | BadRow
 
 
 def _problem() -> pl.Expr:
-    """Why a row is bad (null: it is fine), in the order the live validation checks."""
+    """Why a row is bad (null: it is fine), in the order the live validation checks and
+    with its limits (domain/readings.py), so the stream and the backfill classify every
+    reading alike."""
     speed, lat, lon = pl.col("speed_kmh"), pl.col("lat"), pl.col("lon")
+    epoch_ms = pl.col("ts").dt.epoch("ms")
     return (
         pl.when(
             pl.any_horizontal(
@@ -79,16 +97,16 @@ def _problem() -> pl.Expr:
         )
         .then(pl.lit("schema:a required column is null"))
         .when(~pl.col("event_id").str.len_chars().is_between(1, MAX_EVENT_ID_CHARS))
-        .then(pl.lit(f"schema:event_id must be 1-{MAX_EVENT_ID_CHARS} chars"))
+        .then(pl.lit(f"schema:{EVENT_ID_RULE}"))
         .when(~pl.col("truck_id").str.contains(_TRUCK_ID))
-        .then(pl.lit("schema:truck_id must be 1-64 chars of [A-Za-z0-9_.-]"))
-        .when(pl.col("ts").dt.epoch("ms") < 0)
-        .then(pl.lit("bad_timestamp:before 1970"))
+        .then(pl.lit(f"schema:{TRUCK_ID_RULE}"))
+        .when(~epoch_ms.is_between(MIN_EPOCH_MS, MAX_EPOCH_MS))
+        .then(pl.lit("bad_timestamp:ts outside 1970-01-01..9999-12-31"))
         .when(~speed.is_finite() | ~speed.is_between(0.0, MAX_SPEED_KMH))
-        .then(pl.lit("out_of_range:speed_kmh outside 0..400"))
-        .when(lat.is_not_null() & (~lat.is_finite() | ~lat.is_between(-90.0, 90.0)))
+        .then(pl.lit(f"out_of_range:speed_kmh outside 0..{MAX_SPEED_KMH:g}"))
+        .when(lat.is_not_null() & (~lat.is_finite() | ~lat.is_between(*LAT_RANGE)))
         .then(pl.lit("out_of_range:lat outside -90..90"))
-        .when(lon.is_not_null() & (~lon.is_finite() | ~lon.is_between(-180.0, 180.0)))
+        .when(lon.is_not_null() & (~lon.is_finite() | ~lon.is_between(*LON_RANGE)))
         .then(pl.lit("out_of_range:lon outside -180..180"))
         .otherwise(pl.lit(None, pl.String))
     )
@@ -188,9 +206,15 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
         in_bucket = pl.col("_bucket") == bucket
         total = int(prepared.sizes.filter(in_bucket)["len"].sum())
         self._progress.add_total(total)
-        bad = prepared.bad.filter(in_bucket)
-        if bad.height:
-            yield [_bad_row(row) for row in bad.drop("_bucket").iter_rows(named=True)]
+        # ts as text: Python's datetime cannot hold a year after 9999 or before 1.
+        bad = (
+            prepared.bad.filter(in_bucket)
+            .drop("_bucket")
+            .with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        )
+        for offset in range(0, bad.height, CHUNK_BAD_ROWS):
+            chunk = bad.slice(offset, CHUNK_BAD_ROWS)
+            yield [_bad_row(row) for row in chunk.iter_rows(named=True)]
         good = prepared.good.filter(in_bucket)
         self._progress.add_done(total - good.height)
         for offset in range(0, good.height, CHUNK_READINGS):

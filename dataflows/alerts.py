@@ -12,9 +12,10 @@ Guarantee: at least once. Each batch of output is confirmed by Kafka before the 
         on, so a recovery snapshot never covers an unwritten alert; a failed delivery stops
         the flow. Alert ids are deterministic, so consumers can drop repeats.
 Knobs:  FLEET_THRESHOLD_KMH, FLEET_VIOLATIONS, FLEET_WINDOW_S, FLEET_CRITICAL_KMH,
-        FLEET_COOLDOWN_S, FLEET_ALLOWED_LATENESS_S; FLEET_IDLE_TRUCK_TTL_S (a truck quiet
-        that long is forgotten); FLEET_KAFKA_TAIL=false ends the flow at the end of the
-        topic, after evaluating everything pending.
+        FLEET_COOLDOWN_S, FLEET_ALLOWED_LATENESS_S; FLEET_MAX_FUTURE_S (a reading further
+        ahead of its record's Kafka timestamp is ``bad_timestamp``); FLEET_IDLE_TRUCK_TTL_S
+        (a truck quiet that long is forgotten); FLEET_KAFKA_TAIL=false ends the flow at
+        the end of the topic, after evaluating everything pending.
 Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers, trucks over workers
         by key; the same alerts whatever the layout. Recovery with ``-r/-s/-b``.
 """
@@ -37,16 +38,18 @@ from connectors.kafka import (
     OutboundRecord,
 )
 from connectors.kafka_source import Fetch, KafkaBatchSource
+from dataflows._canonical import dead_letter, decode_telemetry, not_after_ms
 from dataflows._entry import lazy_flow, start
+from dataflows._guard import unprocessable
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage
 from domain.history import HistoryIndex
-from domain.readings import Reading, Reason, decode_canonical
+from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
-from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN, counted_dead_letter
+from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN
 from fleetwatch.settings import Settings
 
 TruckArrivals = tuple[str, Arrivals]
@@ -69,15 +72,18 @@ class TelemetryDecoder:
 
     topics: AlertTopics
     now: Callable[[], datetime]
+    max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
 
     def decode_batch(self, fetches: list[Fetch]) -> list[TruckArrivals | OutboundRecord]:
         """Decode and group by truck, keeping each truck's arrival order."""
         by_truck: dict[str, Arrivals] = {}
         dead_letters: list[TruckArrivals | OutboundRecord] = []
+        received_at = to_epoch_ms(self.now())
         for fetch in fetches:
             _RECORDS_IN.inc(len(fetch.values))
-            for value in fetch.values:
-                outcome = decode_canonical(value)
+            for index, value in enumerate(fetch.values):
+                not_after = not_after_ms(fetch.timestamp_ms(index), received_at, self.max_future_ms)
+                outcome = decode_telemetry(value, not_after)
                 if isinstance(outcome, Reading):
                     arrivals = by_truck.get(outcome.truck_id)
                     if arrivals is None:
@@ -85,15 +91,11 @@ class TelemetryDecoder:
                     arrivals.readings.append(outcome)
                     arrivals.raws.append(value)
                 else:
-                    dead_letters.append(self._dead_letter(value, outcome.reason, outcome.detail))
+                    record = dead_letter(
+                        outcome, Stage.ALERTS, self.topics.telemetry, value, received_at
+                    )
+                    dead_letters.append(OutboundRecord(self.topics.dlq, None, record))
         return [*by_truck.items(), *dead_letters]
-
-    def _dead_letter(self, raw: bytes, reason: Reason, detail: str) -> OutboundRecord:
-        received_at = to_epoch_ms(self.now())
-        value = counted_dead_letter(
-            Stage.ALERTS, reason, detail, self.topics.telemetry, raw, received_at
-        )
-        return OutboundRecord(self.topics.dlq, None, value)
 
 
 def is_truck_arrivals(item: TruckArrivals | OutboundRecord) -> TypeGuard[TruckArrivals]:
@@ -122,9 +124,18 @@ class OutcomeRecords:
         if isinstance(outcome, LateReading):
             _LATE.inc()
             return OutboundRecord(self.topics.late, truck_id.encode(), outcome.raw)
-        alert = build_alert(outcome, to_epoch_ms(self.now()), self.history())
+        try:
+            alert = build_alert(outcome, to_epoch_ms(self.now()), self.history())
+            value = encode_alert(alert)
+        except Exception as error:  # the last line of defence: see dataflows/_guard.py
+            # The covered readings, as they were evaluated: nothing else is left of them.
+            raw = b"\n".join(encode_canonical(reading) for reading in outcome.readings)
+            record = unprocessable(
+                Stage.ALERTS, error, self.topics.telemetry, raw, to_epoch_ms(self.now())
+            )
+            return OutboundRecord(self.topics.dlq, None, record)
         ALERTS.labels("alerts", alert.rule, alert.severity).inc()
-        return OutboundRecord(self.topics.alerts, truck_id.encode(), encode_alert(alert))
+        return OutboundRecord(self.topics.alerts, truck_id.encode(), value)
 
 
 def build_flow(
@@ -135,10 +146,11 @@ def build_flow(
     now: Callable[[], datetime] = utc_now,
     idle_truck_ttl: timedelta = timedelta(hours=1),
     history: Callable[[], HistoryIndex | None] = no_history,
+    max_future_ms: int = 300_000,
 ) -> Dataflow:
     """The alerts flow; ``now`` is processing time (quiet trucks, detected_at, DLQ stamps);
     ``history`` returns the driver history in use."""
-    decoder = TelemetryDecoder(topics, now)
+    decoder = TelemetryDecoder(topics, now, max_future_ms)
     rules = SpeedingRulesStep(config, now, idle_truck_ttl)
     records = OutcomeRecords(topics, now, history)
 
@@ -187,7 +199,14 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     idle_truck_ttl = timedelta(seconds=settings.idle_truck_ttl_s)
     history = history_store(settings).start()
     return build_flow(
-        source, sink, topics, rule_config(settings), utc_now, idle_truck_ttl, history.current
+        source,
+        sink,
+        topics,
+        rule_config(settings),
+        utc_now,
+        idle_truck_ttl,
+        history.current,
+        max_future_ms=round(settings.max_future_s * 1000),
     )
 
 

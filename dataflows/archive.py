@@ -66,6 +66,7 @@ class ArchiveStep:
     dlq_topic: str
     send_dead_letters: Callable[[list[OutboundRecord]], None]
     now: Callable[[], datetime] = utc_now
+    max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
 
     def build(self, _resume_state: None) -> _ArchiveLogic:
         return _ArchiveLogic(self)
@@ -74,6 +75,7 @@ class ArchiveStep:
 @dataclass
 class _Buffer:
     values: list[bytes] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)  # each value's Kafka timestamp
     size: int = 0
     partition: int = -1
     first_offset: int = -1
@@ -98,6 +100,11 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
                 buffer.partition, buffer.first_offset = fetch.partition, fetch.first_offset
                 buffer.opened_at = self._step.now()
             buffer.values.extend(fetch.values)
+            buffer.timestamps.extend(
+                fetch.timestamps
+                if len(fetch.timestamps) == len(fetch.values)
+                else [-1] * len(fetch.values)
+            )
             buffer.size += sum(len(v) for v in fetch.values)
             buffer.last_offset = fetch.last_offset
             if buffer.size >= self._step.roll_bytes:
@@ -132,10 +139,12 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
         self._buffer = _Buffer()
         readings, dead = decode_records(
             buffer.values,
+            buffer.timestamps,
             Stage.ARCHIVE,
             step.telemetry_topic,
             step.dlq_topic,
             to_epoch_ms(step.now()),
+            step.max_future_ms,
         )
         if dead:
             # Confirmed before the roll commits, so a crash cannot lose them.
@@ -191,6 +200,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         telemetry_topic=settings.topic_telemetry,
         dlq_topic=settings.topic_dlq,
         send_dead_letters=ConfirmedProducer(settings.kafka_config()).send_all,
+        max_future_ms=round(settings.max_future_s * 1000),
     )
     return build_flow(source, step, LogSink("lake_roll_written"))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,19 +43,27 @@ from connectors.parquet_input import (
     resolve_inputs,
 )
 from dataflows._entry import lazy_flow, start
+from dataflows._guard import unprocessable
 from dataflows.alerts import history_store, rule_config
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage
 from domain.history import HistoryIndex
+from domain.readings import encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
+from fleetwatch.clock import utc_now
 from fleetwatch.metrics import ALERTS, READINGS_IN, counted_dead_letter
 from fleetwatch.progress import Progress
 from fleetwatch.settings import Settings, SettingsError
 
 KeyedLine = tuple[str, bytes]
+DEAD_LETTER_KEY = ""  # alert lines are keyed by truck id, which is never empty
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def is_alert_line(line: KeyedLine) -> bool:
+    return line[0] != DEAD_LETTER_KEY
 
 
 def _no_wall_clock() -> datetime:
@@ -75,10 +84,13 @@ def as_arrivals(batch: TruckReadings) -> tuple[str, Arrivals]:
 
 @dataclass(frozen=True)
 class BackfillLines:
-    """Outcomes and bad rows -> output lines; counts them for the summary."""
+    """Outcomes and bad rows -> output lines; counts them for the summary. ``now`` only
+    stamps dead letters' ``received_at``: no result depends on it."""
 
     history: HistoryIndex | None
     progress: Progress
+    source: str = "backfill"  # the dead letters' source_topic for unprocessable alerts
+    now: Callable[[], datetime] = utc_now
 
     def alert_line(self, keyed: tuple[str, Outcome]) -> KeyedLine:
         truck_id, outcome = keyed
@@ -88,16 +100,24 @@ class BackfillLines:
                 f"backfill produced a late reading for {truck_id}: input not sorted?"
             )
         detected_at = outcome.readings[-1].ts_ms  # event time: the alert's window_end
+        try:
+            alert = build_alert(outcome, detected_at, self.history)
+            line = encode_alert(alert)
+        except Exception as error:  # the last line of defence: see dataflows/_guard.py
+            self.progress.add_dead_letter()
+            raw = b"\n".join(encode_canonical(reading) for reading in outcome.readings)
+            return DEAD_LETTER_KEY, unprocessable(
+                Stage.BACKFILL, error, self.source, raw, to_epoch_ms(self.now())
+            )
         self.progress.add_alert(str(outcome.rule))
-        alert = build_alert(outcome, detected_at, self.history)
         ALERTS.labels("backfill", alert.rule, alert.severity).inc()
-        return truck_id, encode_alert(alert)
+        return truck_id, line
 
     def dead_letter_line(self, row: BadRow) -> KeyedLine:
         self.progress.add_dead_letter()
         _ROWS_IN.inc()
-        received_at = to_epoch_ms(datetime.now(UTC))
-        return "", counted_dead_letter(
+        received_at = to_epoch_ms(self.now())
+        return DEAD_LETTER_KEY, counted_dead_letter(
             Stage.BACKFILL, row.reason, row.detail, row.source, row.raw, received_at
         )
 
@@ -118,13 +138,16 @@ def build_flow(
     split = op.branch("is_truck_readings", items, is_truck_readings)
     by_truck = op.map("as_arrivals", split.trues, as_arrivals)  # (truck_id, Arrivals)
     outcomes = op.stateful_batch("speeding_rules", by_truck, rules.build)  # (truck_id, Detection)
-    alerts = op.map("alert_line", outcomes, lines.alert_line)  # (truck_id, alert JSON)
-    op.output("alerts_out", alerts, alerts_out)
+    lines_out = op.map("alert_line", outcomes, lines.alert_line)  # (truck_id, alert JSON)
+    # An alert that could not be built is a dead letter (key ""), like a bad row.
+    alerts = op.branch("is_alert_line", lines_out, is_alert_line)
+    op.output("alerts_out", alerts.trues, alerts_out)
     bad = op.filter_map(
         "bad_rows", split.falses, lambda item: item if isinstance(item, BadRow) else None
     )
     dead = op.map("dead_letter_line", bad, lines.dead_letter_line)  # ("", DLQ JSON)
-    op.output("dead_letters_out", dead, dead_letters_out)
+    everything_dead = op.merge("merge_dead_letters", dead, alerts.falses)
+    op.output("dead_letters_out", everything_dead, dead_letters_out)
     return flow
 
 

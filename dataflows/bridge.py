@@ -9,7 +9,9 @@ Guarantee: every MQTT message ends up in exactly one of the two topics, at least
         message is acknowledged to MQTT only after Kafka confirmed its delivery, so a crash
         at any moment loses nothing (the broker redelivers; duplicates keep their event_id).
         A failed Kafka delivery stops the flow with an error instead of acknowledging.
-Knobs:  FLEET_MQTT_* and FLEET_KAFKA_*, FLEET_TOPIC_PARTITIONS (used when creating topics).
+Knobs:  FLEET_MQTT_* and FLEET_KAFKA_*, FLEET_TOPIC_PARTITIONS (used when creating topics),
+        FLEET_MAX_FUTURE_S (a reading whose ts is further ahead of its receipt is
+        ``bad_timestamp``).
 Scale:  ``-w N`` / ``-i/-a``: every worker joins the shared subscription; no state to recover.
 """
 
@@ -28,6 +30,7 @@ from connectors.kafka import (
 )
 from connectors.mqtt import MqttMessage, MqttSource, MqttSubscription
 from dataflows._entry import lazy_flow, start
+from dataflows._guard import unprocessable
 from domain.dead_letters import Stage
 from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
 from fleetwatch.metrics import READINGS_IN, counted_dead_letter
@@ -44,6 +47,9 @@ class BridgeRoutes:
     topic_filter: str
     telemetry_topic: str
     dlq_topic: str
+    # FLEET_MAX_FUTURE_S in ms: a reading further ahead of its receipt is bad_timestamp, so a
+    # wrong device clock cannot push its truck's watermark years ahead (CONTRACT.md section 3).
+    max_future_ms: int = 300_000
 
     def route_batch(self, messages: list[MqttMessage]) -> list[OutboundRecord]:
         """Route a batch: one Python call per batch, not per message."""
@@ -53,8 +59,21 @@ class BridgeRoutes:
 
     def route_message(self, message: MqttMessage) -> OutboundRecord:
         """A valid reading goes to telemetry in canonical form; anything else to the DLQ."""
+        try:
+            return self._route(message)
+        except Exception as error:  # the last line of defence: see dataflows/_guard.py
+            record = unprocessable(
+                Stage.BRIDGE, error, message.topic, message.payload, message.received_at_ms
+            )
+            return OutboundRecord(self.dlq_topic, None, record, message.ack)
+
+    def _route(self, message: MqttMessage) -> OutboundRecord:
         topic_truck = truck_id_from_topic(message.topic, self.topic_filter)
-        outcome = parse_reading(message.payload, topic_truck or "")
+        outcome = parse_reading(
+            message.payload,
+            topic_truck or "",
+            not_after_ms=message.received_at_ms + self.max_future_ms,
+        )
         if isinstance(outcome, Reading):
             return OutboundRecord(
                 self.telemetry_topic,
@@ -101,7 +120,12 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
         leave_on_stop=settings.mqtt_leave_on_stop,
     )
-    routes = BridgeRoutes(settings.mqtt_topic, settings.topic_telemetry, settings.topic_dlq)
+    routes = BridgeRoutes(
+        settings.mqtt_topic,
+        settings.topic_telemetry,
+        settings.topic_dlq,
+        max_future_ms=round(settings.max_future_s * 1000),
+    )
     # Asynchronous confirmation: each record's MQTT ack is its delivery callback.
     sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=False)
     return build_flow(MqttSource(subscription), sink, routes)

@@ -65,15 +65,18 @@ class StoreDecoder:
     telemetry_topic: str
     dlq_topic: str
     now: Callable[[], datetime] = utc_now
+    max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
 
     def decode(self, fetch: Fetch) -> Decoded:
         _RECORDS_IN.inc(len(fetch.values))
         readings, dead = decode_records(
             fetch.values,
+            fetch.timestamps,
             Stage.STORE,
             self.telemetry_topic,
             self.dlq_topic,
             to_epoch_ms(self.now()),
+            self.max_future_ms,
         )
         return Decoded(readings, dead)
 
@@ -148,7 +151,11 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     source = KafkaBatchSource(
         settings.kafka_config(), settings.topic_telemetry, tail=settings.kafka_tail
     )
-    decoder = StoreDecoder(settings.topic_telemetry, settings.topic_dlq)
+    decoder = StoreDecoder(
+        settings.topic_telemetry,
+        settings.topic_dlq,
+        max_future_ms=round(settings.max_future_s * 1000),
+    )
     sink = DynamoSink(
         telemetry_table(settings),
         ConfirmedProducer(settings.kafka_config()).send_all,

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 import msgspec
 
-from domain.readings import MAX_PAYLOAD_BYTES, Reason
+from domain.readings import Reason
 from domain.timestamps import format_rfc3339_ms
 
 
@@ -22,8 +22,9 @@ class Stage(StrEnum):
     STORE = "store"
 
 
-class DeadLetter(msgspec.Struct, frozen=True):
-    """The DLQ value. ``raw`` is base64 of the original bytes (capped, see ``dead_letter``)."""
+class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The DLQ value. ``raw`` is base64 of the original bytes, all of them unless the record
+    would not fit the DLQ topic; then ``raw_truncated`` and ``raw_size`` say so."""
 
     stage: str
     reason: str
@@ -31,9 +32,25 @@ class DeadLetter(msgspec.Struct, frozen=True):
     source_topic: str
     raw: str
     received_at: str
+    raw_truncated: bool = False
+    raw_size: int | None = None
 
+
+# The largest DLQ record (its JSON) that Kafka takes with default settings: librdkafka's
+# ``message.max.bytes`` (1,000,000) is below the broker's default limit (1,048,588). The
+# original is kept whole up to about 3/4 of this (base64); Mosquitto's message limit in
+# k8s (256 KiB) keeps every MQTT payload well inside it.
+MAX_DEAD_LETTER_BYTES = 1_000_000
+# Room for every field but ``raw``: ours are short, and the detail is capped below.
+MAX_DETAIL_CHARS = 2_000
+_RECORD_ROOM = 8_192 + 4 * MAX_DETAIL_CHARS
 
 _ENCODER = msgspec.json.Encoder()
+
+
+def max_raw_bytes(max_record_bytes: int = MAX_DEAD_LETTER_BYTES) -> int:
+    """The most original bytes a DLQ record of at most ``max_record_bytes`` can hold."""
+    return (max_record_bytes - _RECORD_ROOM) // 4 * 3
 
 
 def dead_letter(
@@ -43,22 +60,24 @@ def dead_letter(
     source_topic: str,
     raw: bytes,
     received_at_ms: int,
+    max_record_bytes: int = MAX_DEAD_LETTER_BYTES,
 ) -> bytes:
-    """Encode a DLQ record.
-
-    ``raw`` holds the original bytes, except that a ``too_large`` payload keeps only its first
-    64 KiB: a multi-megabyte original would exceed Kafka's message size and could never be
-    dead-lettered at all. The detail says so.
-    """
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        detail = f"{detail}; raw holds the first {MAX_PAYLOAD_BYTES} of {len(raw)} bytes"
-        raw = raw[:MAX_PAYLOAD_BYTES]
+    """Encode a DLQ record (CONTRACT.md section 3). Never raises for any text: a detail or
+    topic with characters UTF-8 cannot carry (lone surrogates) is written with U+FFFD."""
+    limit = max_raw_bytes(max_record_bytes)
+    truncated = len(raw) > limit
     record = DeadLetter(
         stage=str(stage),
         reason=str(reason),
-        detail=detail,
-        source_topic=source_topic,
-        raw=base64.b64encode(raw).decode("ascii"),
+        detail=_printable(detail[:MAX_DETAIL_CHARS]),
+        source_topic=_printable(source_topic[:1024]),
+        raw=base64.b64encode(raw[:limit]).decode("ascii"),
         received_at=format_rfc3339_ms(received_at_ms),
+        raw_truncated=truncated,
+        raw_size=len(raw) if truncated else None,
     )
     return _ENCODER.encode(record)
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")

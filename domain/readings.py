@@ -20,11 +20,19 @@ import msgspec
 
 from domain.timestamps import BadTimestamp, check_epoch_ms, format_rfc3339_ms, parse_rfc3339_ms
 
+# The limits of CONTRACT.md section 2, defined once: the stream's validation below and the
+# backfill's Polars expressions (connectors/parquet_input.py) are both built from these.
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_EVENT_ID_CHARS = 128
 MAX_SPEED_KMH = 400.0
+LAT_RANGE = (-90.0, 90.0)
+LON_RANGE = (-180.0, 180.0)
+# Anchors are left to each engine (Python's ``$`` also matches before a final newline).
+TRUCK_ID_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+TRUCK_ID_RULE = "truck_id must be 1-64 chars of [A-Za-z0-9_.-]"
+EVENT_ID_RULE = f"event_id must be a string of 1-{MAX_EVENT_ID_CHARS} chars"
 
-_TRUCK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TRUCK_ID = re.compile(TRUCK_ID_PATTERN, re.ASCII)
 _DECODER = msgspec.json.Decoder()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -86,6 +94,20 @@ class _CheckedCanonical(msgspec.Struct, frozen=True, gc=False):
     lon: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)] | None
 
 
+class _Fields(msgspec.Struct, frozen=True, gc=False):
+    """The contract's fields of a raw payload, as they came (types are checked after).
+    Decoding into a struct skips unknown fields unread, so an ignored extra field cannot
+    make a reading bad, whatever its value (even a number no float can hold)."""
+
+    event_id: Any = None
+    truck_id: Any = None
+    ts: Any = None
+    speed_kmh: Any = None
+    lat: Any = None
+    lon: Any = None
+
+
+_FIELDS_DECODER = msgspec.json.Decoder(_Fields)
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -106,23 +128,37 @@ def encode_canonical(reading: Reading) -> bytes:
 _CANONICAL_DECODER = msgspec.json.Decoder(_CheckedCanonical)
 
 
-def decode_canonical(payload: bytes) -> Reading | Rejection:
+def decode_canonical(payload: bytes, not_after_ms: int | None = None) -> Reading | Rejection:
     """Decode a reading from ``fleet.telemetry``: a fast path for the canonical form the
     bridge writes, and the full validation of ``parse_reading`` for anything else (another
-    producer may write to the topic), so the outcome is the same either way."""
+    producer may write to the topic), so the outcome is the same either way.
+    ``not_after_ms``: as for ``parse_reading``."""
     try:
         canonical = _CANONICAL_DECODER.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return parse_reading(payload)
-    ts = canonical.ts  # exactly YYYY-MM-DDTHH:MM:SS.mmmZ on the fast path
-    if ts[10] != "T" or ts[19] != "." or ts[23] != "Z" or not _is_truck_id(canonical.truck_id):
-        return parse_reading(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return parse_reading(payload, not_after_ms=not_after_ms)
+    ts = canonical.ts
+    # Exactly YYYY-MM-DDTHH:MM:SS.mmmZ in ASCII here; anything else (ISO week dates,
+    # other scripts' digits, which fromisoformat takes) goes the full way.
+    if (
+        not ts.isascii()
+        or ts[4] != "-"
+        or ts[7] != "-"
+        or ts[10] != "T"
+        or ts[13] != ":"
+        or ts[16] != ":"
+        or ts[19] != "."
+        or ts[23] != "Z"
+        or not _is_truck_id(canonical.truck_id)
+        or len(payload) > MAX_PAYLOAD_BYTES
+    ):
+        return parse_reading(payload, not_after_ms=not_after_ms)
     try:
         ts_ms = (datetime.fromisoformat(ts) - _EPOCH) // _ONE_MS
     except ValueError:
-        return parse_reading(payload)
-    if ts_ms < 0 or len(payload) > MAX_PAYLOAD_BYTES:
-        return parse_reading(payload)
+        return parse_reading(payload, not_after_ms=not_after_ms)
+    if ts_ms < 0 or (not_after_ms is not None and ts_ms > not_after_ms):
+        return parse_reading(payload, not_after_ms=not_after_ms)
     return Reading(
         canonical.event_id,
         canonical.truck_id,
@@ -135,41 +171,66 @@ def decode_canonical(payload: bytes) -> Reading | Rejection:
 
 @functools.lru_cache(maxsize=65_536)
 def _is_truck_id(truck_id: str) -> bool:
-    return _TRUCK_ID.match(truck_id) is not None
+    return _TRUCK_ID.fullmatch(truck_id) is not None
 
 
-def parse_reading(payload: bytes, topic_truck_id: str | None = None) -> Reading | Rejection:
-    """Validate one raw payload. ``topic_truck_id`` (from the MQTT topic) is checked when given."""
+def parse_reading(
+    payload: bytes, topic_truck_id: str | None = None, *, not_after_ms: int | None = None
+) -> Reading | Rejection:
+    """Validate one raw payload. ``topic_truck_id`` (from the MQTT topic) is checked when
+    given; a ``ts`` after ``not_after_ms`` (receipt + FLEET_MAX_FUTURE_S) is refused."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejection(
             Reason.TOO_LARGE, f"payload is {len(payload)} bytes, limit is {MAX_PAYLOAD_BYTES}"
         )
     try:
-        document = _DECODER.decode(payload)
-    except msgspec.ValidationError as exc:  # a number too large for a float, e.g. 1e999
-        return Rejection(Reason.OUT_OF_RANGE, str(exc))
+        fields = _FIELDS_DECODER.decode(payload)
+    except msgspec.ValidationError:
+        return _classify_non_object(payload)
     except msgspec.DecodeError as exc:
         return Rejection(Reason.INVALID_JSON, str(exc))
     except UnicodeDecodeError as exc:
         return Rejection(Reason.INVALID_JSON, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
-    if not isinstance(document, dict):
-        return Rejection(Reason.SCHEMA, f"top level is {_json_type(document)}, expected object")
-    return _validate_document(document, topic_truck_id)
+    except RecursionError:
+        return Rejection(Reason.INVALID_JSON, "nested too deeply to decode")
+    return _validate_fields(fields, topic_truck_id, not_after_ms)
 
 
-def _validate_document(document: dict[str, Any], topic_truck_id: str | None) -> Reading | Rejection:
-    schema_problem = _schema_problem(document)
+def _classify_non_object(payload: bytes) -> Rejection:
+    """The payload is JSON but did not decode as an object of the contract's fields: a
+    number too large for a float in one of them, or another top-level type."""
+    try:
+        document = _DECODER.decode(payload)
+    except msgspec.ValidationError as exc:  # a number too large for a float, e.g. 1e999
+        return Rejection(Reason.OUT_OF_RANGE, str(exc))
+    except (msgspec.DecodeError, RecursionError) as exc:
+        return Rejection(Reason.INVALID_JSON, str(exc) or "nested too deeply to decode")
+    if isinstance(document, dict):  # an object whose known field holds no float
+        return Rejection(Reason.OUT_OF_RANGE, "a number outside the range of a float")
+    return Rejection(Reason.SCHEMA, f"top level is {_json_type(document)}, expected object")
+
+
+def _validate_fields(
+    fields: _Fields, topic_truck_id: str | None, not_after_ms: int | None
+) -> Reading | Rejection:
+    schema_problem = _schema_problem(fields)
     if schema_problem is not None:
         return Rejection(Reason.SCHEMA, schema_problem)
-    event_id: str = document["event_id"]
-    truck_id: str = document["truck_id"]
+    event_id: str = fields.event_id
+    truck_id: str = fields.truck_id
     try:
-        ts_ms = _timestamp_ms(document["ts"])
+        ts_ms = _timestamp_ms(fields.ts)
     except BadTimestamp as exc:
         return Rejection(Reason.BAD_TIMESTAMP, str(exc))
-    speed = float(document["speed_kmh"])
-    lat = _optional_float(document.get("lat"))
-    lon = _optional_float(document.get("lon"))
+    if not_after_ms is not None and ts_ms > not_after_ms:
+        return Rejection(
+            Reason.BAD_TIMESTAMP,
+            f"ts {format_rfc3339_ms(ts_ms)} is in the future: later than "
+            f"{format_rfc3339_ms(not_after_ms)}, FLEET_MAX_FUTURE_S after it was received",
+        )
+    speed = _to_float(fields.speed_kmh)
+    lat = None if fields.lat is None else _to_float(fields.lat)
+    lon = None if fields.lon is None else _to_float(fields.lon)
     range_problem = _range_problem(speed, lat, lon)
     if range_problem is not None:
         return Rejection(Reason.OUT_OF_RANGE, range_problem)
@@ -181,23 +242,23 @@ def _validate_document(document: dict[str, Any], topic_truck_id: str | None) -> 
     return Reading(event_id, truck_id, ts_ms, speed, lat, lon)
 
 
-def _schema_problem(document: dict[str, Any]) -> str | None:
-    for field in ("event_id", "truck_id", "ts", "speed_kmh"):
-        if field not in document or document[field] is None:
-            return f"missing required field {field!r}"
-    event_id = document["event_id"]
+def _schema_problem(fields: _Fields) -> str | None:
+    for name in ("event_id", "truck_id", "ts", "speed_kmh"):
+        if getattr(fields, name) is None:
+            return f"missing required field {name!r}"
+    event_id = fields.event_id
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= MAX_EVENT_ID_CHARS:
-        return f"event_id must be a string of 1-{MAX_EVENT_ID_CHARS} chars"
-    truck_id = document["truck_id"]
-    if not isinstance(truck_id, str) or _TRUCK_ID.match(truck_id) is None:
-        return "truck_id must be 1-64 chars of [A-Za-z0-9_.-]"
-    ts = document["ts"]
+        return EVENT_ID_RULE
+    truck_id = fields.truck_id
+    if not isinstance(truck_id, str) or _TRUCK_ID.fullmatch(truck_id) is None:
+        return TRUCK_ID_RULE
+    ts = fields.ts
     if not isinstance(ts, str) and not _is_integer(ts):
         return f"ts is {_json_type(ts)}, expected RFC 3339 string or integer epoch milliseconds"
-    for field in ("speed_kmh", "lat", "lon"):
-        value = document.get(field)
+    for name in ("speed_kmh", "lat", "lon"):
+        value = getattr(fields, name)
         if value is not None and not _is_number(value):
-            return f"{field} is {_json_type(value)}, expected number"
+            return f"{name} is {_json_type(value)}, expected number"
     return None
 
 
@@ -210,15 +271,20 @@ def _timestamp_ms(ts: str | int) -> int:
 def _range_problem(speed: float, lat: float | None, lon: float | None) -> str | None:
     if not math.isfinite(speed) or not 0.0 <= speed <= MAX_SPEED_KMH:
         return f"speed_kmh {speed} outside 0..{MAX_SPEED_KMH:g}"
-    if lat is not None and not (math.isfinite(lat) and -90.0 <= lat <= 90.0):
+    if lat is not None and not (math.isfinite(lat) and LAT_RANGE[0] <= lat <= LAT_RANGE[1]):
         return f"lat {lat} outside -90..90"
-    if lon is not None and not (math.isfinite(lon) and -180.0 <= lon <= 180.0):
+    if lon is not None and not (math.isfinite(lon) and LON_RANGE[0] <= lon <= LON_RANGE[1]):
         return f"lon {lon} outside -180..180"
     return None
 
 
-def _optional_float(value: float | int | None) -> float | None:
-    return None if value is None else float(value)
+def _to_float(value: float | int) -> float:
+    """A JSON number as a float; an integer beyond float range becomes an infinity (which
+    the range check refuses) rather than an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _is_integer(value: object) -> bool:

@@ -12,14 +12,19 @@ from datetime import UTC, datetime, timedelta
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # RFC 3339 section 5.6 date-time: a full date, 'T' (or a space, which RFC 3339 permits),
-# a full time with optional fraction, and a mandatory offset.
+# a full time with optional fraction, and a mandatory offset. ASCII digits only: Python's
+# ``\d`` and ``int`` also take other scripts' digits ("٢٠٢٦"), which no producer means.
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,
 )
 
 # Readings from before 1970 or after 9999 cannot be written back as RFC 3339 'Z' strings.
 MIN_EPOCH_MS = 0
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+_MS_PER_MINUTE = 60_000
+_MS_PER_DAY = 86_400_000
 
 
 class BadTimestamp(ValueError):
@@ -27,25 +32,43 @@ class BadTimestamp(ValueError):
 
 
 def parse_rfc3339_ms(text: str) -> int:
-    """Parse an RFC 3339 date-time with offset into epoch ms (sub-ms digits are truncated)."""
+    """Parse an RFC 3339 date-time with offset into epoch ms (sub-ms digits are truncated).
+
+    The offset is applied in integer milliseconds, not with datetime arithmetic, so a
+    local time at the edge of the calendar (``9999-12-31T23:59:59-01:00``) is refused as
+    out of range instead of overflowing. A leap second (``23:59:60`` in UTC, RFC 3339
+    section 5.7) reads as the last millisecond of the second before it, as Java's
+    ``Instant.parse`` reads it: epoch time has no leap seconds, and this keeps it after
+    every earlier instant of that minute.
+    """
     match = _RFC3339.match(text)
     if match is None:
         raise BadTimestamp(f"not an RFC 3339 date-time with offset: {text[:64]!r}")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
+    leap_second = second == "60"
     try:
-        moment = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
-        )
+        midnight = datetime(int(year), int(month), int(day), tzinfo=UTC)
     except ValueError as exc:
         raise BadTimestamp(f"impossible date-time {text[:64]!r}: {exc}") from None
-    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    hours, minutes, seconds = int(hour), int(minute), int(second)
+    if hours > 23 or minutes > 59 or seconds > 59 + leap_second:
+        raise BadTimestamp(f"impossible time of day in {text[:64]!r}")
+    offset_ms = 0
     if offset not in ("Z", "z"):
-        sign = 1 if offset[0] == "+" else -1
-        hours, minutes = int(offset[1:3]), int(offset[4:6])
-        if hours > 23 or minutes > 59:
+        offset_hours, offset_minutes = int(offset[1:3]), int(offset[4:6])
+        if offset_hours > 23 or offset_minutes > 59:
             raise BadTimestamp(f"offset out of range in {text[:64]!r}")
-        moment -= sign * timedelta(hours=hours, minutes=minutes)
-    epoch_ms = (moment - _EPOCH) // timedelta(milliseconds=1) + millis
+        sign = 1 if offset[0] == "+" else -1
+        offset_ms = sign * (offset_hours * 60 + offset_minutes) * _MS_PER_MINUTE
+    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    day_ms = (midnight - _EPOCH) // timedelta(milliseconds=1)
+    epoch_ms = day_ms + ((hours * 60 + minutes) * 60 + seconds) * 1000 + millis - offset_ms
+    if leap_second:
+        # hh:mm:60 counted as the next minute's :00: a true leap second lands on midnight UTC.
+        next_midnight = epoch_ms - millis
+        if next_midnight % _MS_PER_DAY != 0:
+            raise BadTimestamp(f"a leap second must be 23:59:60 UTC: {text[:64]!r}")
+        epoch_ms = next_midnight - 1
     return check_epoch_ms(epoch_ms)
 
 

@@ -96,6 +96,7 @@ class Settings:
     cooldown_s: float
     allowed_lateness_s: float
     idle_truck_ttl_s: float
+    max_future_s: float
     lake_dir: Path | None
     lake_roll_mb: float
     lake_roll_s: float
@@ -161,6 +162,7 @@ class Settings:
             idle_truck_ttl_s=env.get(
                 "FLEET_IDLE_TRUCK_TTL_S", "3600", _finite_between(1, 86_400 * 30)
             ),
+            max_future_s=env.get("FLEET_MAX_FUTURE_S", "300", _finite_between(0, 86_400 * 365)),
             lake_dir=env.get_optional("FLEET_LAKE_DIR", Path),
             lake_roll_mb=env.get("FLEET_LAKE_ROLL_MB", "64", _finite_between(0.001, 4096)),
             lake_roll_s=env.get("FLEET_LAKE_ROLL_S", "300", _finite_between(0.1, 86_400)),

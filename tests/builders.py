@@ -11,6 +11,8 @@ from domain.timestamps import to_epoch_ms
 
 BEGINNING = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 BEGINNING_MS = to_epoch_ms(BEGINNING)
+# When the bridge received ``payload()``: just after its ts (readings from the future are bad).
+RECEIVED_MS = to_epoch_ms(datetime(2026, 11, 24, 10, 15, 4, tzinfo=UTC))
 
 
 def seconds(n: float) -> timedelta:

@@ -37,8 +37,8 @@ class FakeClock:
 
 
 def message(r: Reading) -> Fetch:
-    """A Kafka fetch holding one record."""
-    return fetch(encode_canonical(r))
+    """A Kafka fetch holding one record, produced at the reading's ts (as by the bridge)."""
+    return Fetch(0, 0, 0, [encode_canonical(r)], [r.ts_ms])
 
 
 def fetch(*values: bytes) -> Fetch:

@@ -10,7 +10,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.kafka import OutboundRecord
 from connectors.mqtt import MqttMessage
 from dataflows.bridge import BridgeRoutes, build_flow
-from tests.builders import payload
+from tests.builders import RECEIVED_MS, payload
 
 ROUTES = BridgeRoutes("fleet/+/telemetry", "telemetry", "dlq")
 
@@ -31,7 +31,7 @@ def _run(messages: list[MqttMessage]) -> list[OutboundRecord]:
 
 def test_valid_reading_goes_to_telemetry_keyed_by_truck() -> None:
     acks = AckLog()
-    [record] = _run([MqttMessage("fleet/T1/telemetry", payload(), 1, acks.acker("m1"))])
+    [record] = _run([MqttMessage("fleet/T1/telemetry", payload(), RECEIVED_MS, acks.acker("m1"))])
     assert record.topic == "telemetry"
     assert record.key == b"T1"
     assert json.loads(record.value)["ts"] == "2026-11-24T10:15:03.120Z"
@@ -43,7 +43,7 @@ def test_valid_reading_goes_to_telemetry_keyed_by_truck() -> None:
 
 def test_bad_payload_goes_to_dlq_with_reason_and_raw_bytes() -> None:
     raw = payload(truck_id="T2")
-    [record] = _run([MqttMessage("fleet/T1/telemetry", raw, 1_732_443_303_120, lambda: None)])
+    [record] = _run([MqttMessage("fleet/T1/telemetry", raw, RECEIVED_MS, lambda: None)])
     assert record.topic == "dlq"
     assert record.key == b"T1"
     dead = json.loads(record.value)
@@ -53,16 +53,16 @@ def test_bad_payload_goes_to_dlq_with_reason_and_raw_bytes() -> None:
         "detail": dead["detail"],
         "source_topic": "fleet/T1/telemetry",
         "raw": base64.b64encode(raw).decode(),
-        "received_at": "2024-11-24T10:15:03.120Z",
+        "received_at": "2026-11-24T10:15:04.000Z",
     }
     assert "T2" in dead["detail"]
 
 
 def test_every_message_gives_exactly_one_record() -> None:
     messages = [
-        MqttMessage("fleet/T1/telemetry", payload(event_id=f"e{i}"), 1, lambda: None)
+        MqttMessage("fleet/T1/telemetry", payload(event_id=f"e{i}"), RECEIVED_MS, lambda: None)
         for i in range(50)
-    ] + [MqttMessage("fleet/T1/telemetry", b"garbage", 1, lambda: None) for _ in range(7)]
+    ] + [MqttMessage("fleet/T1/telemetry", b"garbage", RECEIVED_MS, lambda: None) for _ in range(7)]
     records = _run(messages)
     assert [r.topic for r in records].count("telemetry") == 50
     assert [r.topic for r in records].count("dlq") == 7
@@ -73,7 +73,7 @@ def test_topic_without_truck_level_is_a_mismatch() -> None:
     out: list[OutboundRecord] = []
     run_main(
         build_flow(
-            TestingSource([MqttMessage("telemetry", payload(), 1, lambda: None)]),
+            TestingSource([MqttMessage("telemetry", payload(), RECEIVED_MS, lambda: None)]),
             TestingSink(out),
             routes,
         )

@@ -13,7 +13,7 @@ from connectors.notify_sink import NotifySink
 from dataflows.bridge import BridgeRoutes
 from domain.notifications import Verdict
 from fleetwatch.metrics import DEAD_LETTERS, NOTIFICATIONS, READINGS_IN
-from tests.builders import payload
+from tests.builders import RECEIVED_MS, payload
 
 
 def count(metric: Any, *labels: str) -> float:
@@ -28,9 +28,9 @@ def test_the_bridge_counts_every_message_and_each_dead_letter_by_reason() -> Non
         count(DEAD_LETTERS, "bridge", "truck_mismatch"),
     )
     messages = [
-        MqttMessage("fleet/T1/telemetry", payload(), 1, lambda: None),
-        MqttMessage("fleet/T1/telemetry", b"{", 1, lambda: None),
-        MqttMessage("fleet/T2/telemetry", payload(), 1, lambda: None),  # payload says T1
+        MqttMessage("fleet/T1/telemetry", payload(), RECEIVED_MS, lambda: None),
+        MqttMessage("fleet/T1/telemetry", b"{", RECEIVED_MS, lambda: None),
+        MqttMessage("fleet/T2/telemetry", payload(), RECEIVED_MS, lambda: None),  # payload says T1
     ]
     records = routes.route_batch(messages)
     assert [r.topic for r in records] == ["telemetry", "dlq", "dlq"]
