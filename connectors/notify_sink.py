@@ -7,12 +7,13 @@ delivers the rest concurrently and returns only when every call has finished, so
 snapshot never claims an alert that was not sent. Duplicates on ``fleet.alerts`` and
 replays after a restart therefore make no second call within the retention; past it, the
 ``Idempotency-Key`` header lets the e-mail service drop a repeat. Permanent failures (4xx)
-and alerts whose retries ran out go to the DLQ (stage ``notify``), confirmed first.
+and alerts whose retries ran out go to the DLQ (stage ``notify``), confirmed first, and so
+does an alert that could not be rendered (reason ``unprocessable``: the flow's decoder
+admits only renderable alerts, so that is a bug of ours, and it must not stop the flow).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from connectors.email_api import Delivery, EmailApi
 from connectors.kafka import OutboundRecord
 from domain.dead_letters import Stage
 from domain.notifications import Verdict
+from domain.readings import Reason
 from fleetwatch.metrics import NOTIFICATIONS, counted_dead_letter
 
 log = structlog.get_logger(__name__)
@@ -57,7 +59,8 @@ class NotifySink(FixedPartitionedSink[tuple[dict[str, Any], bytes], Sent]):
         return [str(p) for p in range(self._partitions)]
 
     def part_fn(self, item_key: str) -> int:
-        return adler32(item_key.encode())
+        # surrogatepass: the same bytes as UTF-8 for every valid key, and no key can raise.
+        return adler32(item_key.encode("utf-8", "surrogatepass"))
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Sent | None
@@ -98,31 +101,32 @@ class _NotifyPartition(StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]
             self._sent[delivery.alert_id] = now
 
     def _dead_letter(self, delivery: Delivery, raw: bytes, now: int) -> OutboundRecord:
-        reason = "rejected" if delivery.verdict is Verdict.REJECTED else "undeliverable"
+        reason: str
+        if delivery.verdict is Verdict.UNPROCESSABLE:
+            reason, detail = Reason.UNPROCESSABLE, delivery.detail
+            log.error(
+                "unprocessable",
+                stage=str(Stage.NOTIFY),
+                source_topic=self._sink._alerts_topic,
+                alert_id=delivery.alert_id,
+                error=detail,
+                exc_info=delivery.error,
+            )
+        else:
+            reason = "rejected" if delivery.verdict is Verdict.REJECTED else "undeliverable"
+            log.error(
+                "email_failed", alert_id=delivery.alert_id, reason=reason, detail=delivery.detail
+            )
+            detail = f"after {delivery.attempts} attempts: {delivery.detail}"
         NOTIFICATIONS.labels(reason).inc()
-        log.error("email_failed", alert_id=delivery.alert_id, reason=reason, detail=delivery.detail)
-        detail = f"after {delivery.attempts} attempts: {delivery.detail}"
         record = counted_dead_letter(
             Stage.NOTIFY, reason, detail, self._sink._alerts_topic, raw, now
         )
-        return OutboundRecord(self._sink._dlq_topic, delivery.alert_id.encode(), record)
+        key = delivery.alert_id.encode("utf-8", "surrogatepass")
+        return OutboundRecord(self._sink._dlq_topic, key, record)
 
     def snapshot(self) -> Sent:
         return dict(self._sent)
 
     def close(self) -> None:
         self._api.close()
-
-
-def decode_alert(raw: bytes) -> dict[str, Any] | None:
-    """An alert from fleet.alerts, or None if it is not one."""
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        return None
-    required = ("alert_id", "rule", "truck_id", "window_start", "window_end")
-    if not isinstance(document, dict) or any(
-        not isinstance(document.get(k), str) for k in required
-    ):
-        return None
-    return document

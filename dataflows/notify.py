@@ -7,6 +7,9 @@ Output: POST to ``FLEET_NOTIFY_URL`` per alert: recipients from ``FLEET_NOTIFY_R
         ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``) and with
         ``Idempotency-Key`` = alert_id. Alerts that cannot be read, that the API refuses
         (4xx) or whose retries run out go to ``FLEET_TOPIC_DLQ`` (stage ``notify``).
+        A record the e-mail cannot be made of (domain.notifications.decode_alert: a wrong
+        type, a number out of range, a time the zone cannot show) is dead-lettered with
+        its reason; one that makes a step raise, with ``unprocessable``. Neither stops it.
 Guarantee: one successful call per alert from the service's point of view: sent ids are
         kept in recovery state for ``FLEET_NOTIFY_RETENTION_S`` (connectors/notify_sink.py),
         and the idempotency key covers what is older. Run with ``-r`` for that guarantee.
@@ -19,6 +22,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
@@ -32,11 +36,12 @@ from connectors.email_api import EmailApi
 from connectors.kafka import ConfirmedProducer
 from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.kafka_source import Fetch, KafkaBatchSource
-from connectors.notify_sink import NotifySink, decode_alert
+from connectors.notify_sink import NotifySink
 from dataflows._entry import lazy_flow, start
+from dataflows._guard import unprocessable
 from domain.dead_letters import Stage
-from domain.notifications import RetryPolicy, Routes, secret_bytes
-from domain.readings import Reason
+from domain.notifications import RetryPolicy, Routes, decode_alert, secret_bytes
+from domain.readings import Rejection
 from fleetwatch.metrics import NOTIFICATIONS, counted_dead_letter
 from fleetwatch.settings import Settings, SettingsError
 
@@ -46,28 +51,35 @@ KeyedLine = tuple[str, bytes]
 
 @dataclass(frozen=True)
 class AlertDecoder:
+    """Records of ``fleet.alerts`` -> alerts the sink can render in ``zone``, or dead letters."""
+
     alerts_topic: str
+    zone: tzinfo = UTC
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
 
     def decode_batch(self, fetches: list[Fetch]) -> list[KeyedAlert | KeyedLine]:
         out: list[KeyedAlert | KeyedLine] = []
         for fetch in fetches:
             for raw in fetch.values:
-                alert = decode_alert(raw)
-                if alert is None:
-                    NOTIFICATIONS.labels("not_an_alert").inc()
-                    record = counted_dead_letter(
-                        Stage.NOTIFY,
-                        Reason.SCHEMA,
-                        "not an alert",
-                        self.alerts_topic,
-                        raw,
-                        self.now_ms(),
+                try:
+                    out.append(self.decode(raw))
+                except Exception as error:  # the last line of defence: see dataflows/_guard.py
+                    NOTIFICATIONS.labels("unprocessable").inc()
+                    record = unprocessable(
+                        Stage.NOTIFY, error, self.alerts_topic, raw, self.now_ms()
                     )
                     out.append(("", record))
-                else:
-                    out.append((str(alert["alert_id"]), (alert, raw)))
         return out
+
+    def decode(self, raw: bytes) -> KeyedAlert | KeyedLine:
+        alert = decode_alert(raw, self.zone)
+        if isinstance(alert, Rejection):
+            NOTIFICATIONS.labels("not_an_alert").inc()
+            record = counted_dead_letter(
+                Stage.NOTIFY, alert.reason, alert.detail, self.alerts_topic, raw, self.now_ms()
+            )
+            return ("", record)
+        return (str(alert["alert_id"]), (alert, raw))
 
 
 def is_alert(item: KeyedAlert | KeyedLine) -> TypeGuard[KeyedAlert]:
@@ -84,8 +96,9 @@ def build_flow(
     emails: Sink[tuple[str, tuple[dict[str, Any], bytes]]],
     dead_letters: Sink[KeyedLine],
     alerts_topic: str,
+    zone: tzinfo = UTC,
 ) -> Dataflow:
-    decoder = AlertDecoder(alerts_topic)
+    decoder = AlertDecoder(alerts_topic, zone)
     flow = Dataflow("notify")
     fetches = op.input("kafka_source", flow, source)  # Fetch of fleet.alerts
     decoded = op.flat_map_batch(
@@ -140,7 +153,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         settings.kafka_config(), settings.topic_alerts, tail=settings.kafka_tail
     )
     dead = KafkaTopicSink(settings.kafka_config(), settings.topic_dlq)
-    return build_flow(source, emails, dead, settings.topic_alerts)
+    return build_flow(source, emails, dead, settings.topic_alerts, zone)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

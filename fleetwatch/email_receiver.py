@@ -3,7 +3,9 @@
 It verifies each request's Standard Webhooks signature (401 if wrong), treats
 ``Idempotency-Key`` as the service would (a repeat is answered 200 and sends nothing), and
 can be told to fail: per key, a script of responses to give first (a status, optionally
-with Retry-After, or a delay longer than the client's timeout).
+with Retry-After, or a delay longer than the client's timeout). A scripted answer can be
+hostile too: any status code, a Retry-After in any script (sent as UTF-8 bytes), a huge
+body.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Fail:
     retry_after: str | None = None
     delay_s: float = 0.0  # answer this late (past the client's timeout: a timeout); a 2xx
     # after a delay is a slow success: the e-mail is sent even if the client stopped waiting
+    body_bytes: int = 0  # answer (a failure) with a body of this many bytes instead
 
 
 @dataclass
@@ -89,6 +92,8 @@ class EmailReceiver:
         elif scripted is not None and not 200 <= scripted.status < 300:
             time.sleep(scripted.delay_s)
             status, answer = scripted.status, {"error": "scripted failure"}
+            if scripted.body_bytes:
+                answer = {"error": "x" * scripted.body_bytes}
         else:
             if scripted is not None:
                 time.sleep(scripted.delay_s)  # a slow success: sent, even if the client gave up
@@ -104,10 +109,12 @@ class EmailReceiver:
             self.calls.append(Call(key, status, ok))
         request.send_response(status)
         if scripted is not None and scripted.retry_after:
-            request.send_header("retry-after", scripted.retry_after)
+            # http.server writes headers as Latin-1: this sends the value's UTF-8 bytes.
+            request.send_header("retry-after", scripted.retry_after.encode().decode("latin-1"))
         request.send_header("content-type", "application/json")
         request.end_headers()
-        with contextlib.suppress(BrokenPipeError):  # the client gave up (timed out)
+        # The client gave up (timed out), or stopped reading a body it did not want.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             request.wfile.write(json.dumps(answer).encode())
 
     def calls_for(self, key: str) -> list[Call]:

@@ -1,12 +1,15 @@
 """dataflows.notify against a real local HTTP server (fleetwatch.email_receiver) and a real
-Kafka broker: retries, permanent failures, duplicates, and kill -9 with resume."""
+Kafka broker: retries, permanent failures, duplicates, hostile alerts and hostile answers,
+and kill -9 with resume."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from itertools import zip_longest
 from pathlib import Path
 
 import pytest
@@ -23,8 +26,8 @@ from tests.integration.reports import report
 SECRET = "a-test-signing-secret-of-32-bytes"
 
 
-def alert(n: int) -> bytes:
-    reading = Reading(f"e{n}", f"T{n % 9}", BEGINNING_MS + n * 1_000, 140.0)
+def alert(n: int, truck: str | None = None) -> bytes:
+    reading = Reading(f"e{n}", truck or f"T{n % 9}", BEGINNING_MS + n * 1_000, 140.0)
     return encode_alert(
         build_alert(Detection(Rule.INSTANT, reading.truck_id, (reading,), 130.0), BEGINNING_MS)
     )
@@ -104,6 +107,80 @@ def test_failure_mix_gives_one_email_per_alert(
         ("notify", "rejected"),
         ("notify", "rejected"),
     ]
+
+
+def hostile(n: int, field: str, fragment: str) -> bytes:
+    """Alert ``n`` with ``field`` holding the raw JSON text ``fragment``."""
+    document = json.loads(alert(n))
+    document[field] = "__hole__"
+    return json.dumps(document).replace('"__hole__"', fragment).encode()
+
+
+def test_hostile_alerts_are_dead_lettered_and_the_flow_goes_on(
+    namespace: Namespace, receiver: EmailReceiver, logs: Path, tmp_path: Path
+) -> None:
+    """Records that crashed the notifier before issue 14, mixed into good alerts (two of
+    which meet hostile answers from the API): each bad one is on the DLQ with its reason,
+    each good one e-mailed once, and the flow runs to the end of the topic."""
+    bad = {
+        "driver_as_list": (hostile(100, "driver", '["Ana"]'), "schema"),
+        "count_as_string": (hostile(101, "count", '"5"'), "schema"),
+        "max_speed_beyond_float": (hostile(102, "max_speed_kmh", "1e400"), "out_of_range"),
+        # Tokyo is ahead of UTC: this instant is in year 10000 there.
+        "window_end_9999": (
+            hostile(103, "window_end", '"9999-12-31T23:59:59.999Z"'),
+            "bad_timestamp",
+        ),
+        "window_start_year_1": (
+            hostile(104, "window_start", '"0001-01-01T00:00:00+01:00"'),
+            "bad_timestamp",
+        ),
+        "window_start_not_a_date": (hostile(105, "window_start", '"soon"'), "bad_timestamp"),
+        "nested_100000_deep": (hostile(106, "details", "[" * 100_000 + "]" * 100_000), "schema"),
+        "alert_id_non_ascii": (hostile(107, "alert_id", '"' + "ä" * 32 + '"'), "schema"),
+        "alert_id_lone_surrogate": (hostile(108, "alert_id", r'"\ud800"'), "invalid_json"),
+        "not_json": (b"\xff\xfe", "invalid_json"),
+    }
+    good = [alert(n) for n in range(6)] + [alert(6, truck="T6\r\nBcc: all@example.com")]
+    ids = [alert_id(a) for a in good]
+    receiver.fail(ids[0], Fail(503, retry_after="²"))  # crashed: isdigit() but not float()
+    receiver.fail(ids[1], Fail(503, retry_after="١٢٣", body_bytes=5_000_000))
+    mixed = zip_longest(good, [raw for raw, _ in bad.values()])
+    records = [r for pair in mixed for r in pair if r is not None]
+    produce(
+        namespace.brokers.kafka_brokers, namespace.topic("alerts"), [(b"T", r) for r in records]
+    )
+    flow = FlowProcess(
+        "dataflows.notify",
+        notify_env(
+            namespace, receiver, FLEET_KAFKA_TAIL="false", FLEET_NOTIFY_TIMEZONE="Asia/Tokyo"
+        ),
+        logs / "n.log",
+        recovery(tmp_path),
+    ).start()
+    assert flow.wait(timeout_s=120) == 0, flow.log_tail()
+
+    assert set(receiver.emails) == set(ids), "every good alert e-mailed"
+    successes = Counter(c.key for c in receiver.calls if c.status == 200)
+    assert all(successes[i] == 1 for i in ids), "once each"
+    assert [c.status for c in receiver.calls_for(ids[0])] == [503, 200]
+    assert [c.status for c in receiver.calls_for(ids[1])] == [503, 200]
+    assert receiver.emails[ids[6]]["subject"] == (
+        "[CRITICAL] Critical over-speed: truck T6  Bcc: all@example.com at 140.0 km/h"
+    )
+    assert "JST" in receiver.emails[ids[2]]["text"], "rendered in FLEET_NOTIFY_TIMEZONE"
+    dead = [
+        r.json()
+        for r in consume_until(
+            namespace.brokers.kafka_brokers,
+            namespace.topic("dlq"),
+            lambda r: len(r) >= len(bad),
+        )
+    ]
+    by_raw = {base64.b64decode(str(d["raw"])): d for d in dead}
+    assert len(dead) == len(by_raw) == len(bad), "each bad record dead-lettered once"
+    for name, (raw, reason) in bad.items():
+        assert (by_raw[raw]["stage"], by_raw[raw]["reason"]) == ("notify", reason), name
 
 
 def test_kill_9_and_resume_sends_every_alert_once(
