@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -35,6 +36,7 @@ from botocore.exceptions import (
 
 from domain.readings import Reading
 from domain.timestamps import format_rfc3339_ms
+from fleetwatch.redaction import redact_text
 
 log = structlog.get_logger(__name__)
 
@@ -227,6 +229,10 @@ class TelemetryTable:
                 reason = _code(error)
             except _UNREACHABLE as error:
                 reason = type(error).__name__
+            except BotoCoreError as error:  # e.g. SSLError: its message quotes the endpoint URL
+                endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
+                message = redact_text(f"{type(error).__name__}: {error}", urls=[endpoint])
+                raise RuntimeError(message) from None
             if backoff.attempts % 10 == 9:
                 log.warning("dynamodb_retrying", operation=operation, reason=reason)
             backoff.wait(self._sleep)
@@ -281,9 +287,12 @@ def dynamodb_client(region: str | None, endpoint_url: str | None) -> Any:
         read_timeout=30,
         max_pool_connections=16,
     )
-    return boto3.client(
-        "dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=config
-    )
+    try:
+        return boto3.client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=config
+        )
+    except ValueError as error:  # "Invalid endpoint: <the URL as given>"
+        raise ValueError(redact_text(str(error), urls=[endpoint_url])) from None
 
 
 def item_values(item: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

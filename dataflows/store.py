@@ -45,6 +45,7 @@ from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
 from fleetwatch.logs import configure_logging
 from fleetwatch.metrics import READINGS_IN, counted_dead_letter
+from fleetwatch.redaction import redact_text
 from fleetwatch.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -175,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     settings = Settings.from_env()
     client: Any = dynamodb_client(settings.dynamodb_region, settings.dynamodb_endpoint_url)
-    created = create_table(client, settings.dynamodb_table)
+    try:
+        created = create_table(client, settings.dynamodb_table)
+    except Exception as exc:  # botocore's messages can quote the endpoint URL, user info and all
+        error = redact_text(f"{type(exc).__name__}: {exc}", urls=[settings.dynamodb_endpoint_url])
+        log.error("dynamodb_table_failed", table=settings.dynamodb_table, error=error)
+        return 1
     log.info("dynamodb_table", table=settings.dynamodb_table, created=created)
     return 0
 

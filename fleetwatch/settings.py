@@ -13,7 +13,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
+
+from fleetwatch.redaction import (
+    MASK,
+    conninfo_error,
+    is_dsn_uri,
+    is_secret_name,
+    redact_dsn,
+    redact_kafka_properties,
+    redact_text,
+    redact_url,
+)
 
 T = TypeVar("T")
 
@@ -24,7 +35,9 @@ SAMPLE_HISTORY_DIR = Path(__file__).resolve().parent / "sample_history"
 _KAFKA_OWN_VARIABLES = frozenset(
     {"FLEET_KAFKA_BROKERS", "FLEET_KAFKA_TAIL", "FLEET_KAFKA_STARTUP_TIMEOUT_S"}
 )
-_SECRET_WORDS = ("password", "secret", "key", "token", "credential")
+# The variables whose values may hold a secret inside: shown and quoted only redacted.
+_URL_VARIABLES = frozenset({"FLEET_MQTT_URL", "FLEET_NOTIFY_URL", "FLEET_DYNAMODB_ENDPOINT_URL"})
+_DSN_VARIABLES = frozenset({"FLEET_HISTORY_DSN"})
 _SHARE_GROUP = re.compile(r"^[^/+#]*$")
 
 
@@ -50,16 +63,28 @@ class MqttUrl:
         if not parts.hostname:
             raise ValueError("no host")
         tls = parts.scheme == "mqtts"
-        port = parts.port if parts.port is not None else (8883 if tls else 1883)
+        try:
+            port = parts.port
+        except ValueError:  # urllib's message quotes the "port": maybe part of a password
+            raise ValueError(
+                "the port is not a number from 0 to 65535 (in a password, write '/' as %2F, "
+                "'?' as %3F and '#' as %23)"
+            ) from None
+        port = port if port is not None else (8883 if tls else 1883)
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
         return cls(parts.hostname, port, tls, username, password)
 
     def redacted(self) -> str:
-        credentials = ""
-        if self.username:
-            credentials = self.username + (":***" if self.password else "") + "@"
-        return f"{'mqtts' if self.tls else 'mqtt'}://{credentials}{self.host}:{self.port}"
+        """The URL for logs, masked as ``fleetwatch.redaction.redact_url`` masks any URL."""
+        userinfo = ""
+        if self.username is not None or self.password is not None:
+            userinfo = quote(self.username or "", safe="")
+            if self.password is not None:
+                userinfo += ":" + quote(self.password, safe="")
+            userinfo += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return redact_url(f"{'mqtts' if self.tls else 'mqtt'}://{userinfo}{host}:{self.port}")
 
 
 @dataclass(frozen=True)
@@ -186,6 +211,11 @@ class Settings:
             ),
         )
 
+    def __repr__(self) -> str:
+        # Instead of the generated repr, which would print every secret (a debug print, a
+        # traceback that shows locals).
+        return f"Settings({self.redacted()!r})"
+
     def kafka_config(self) -> dict[str, str]:
         """librdkafka settings every client shares: the brokers and the passed-through extras."""
         return {"bootstrap.servers": ",".join(self.kafka_brokers), **self.kafka_properties}
@@ -194,16 +224,16 @@ class Settings:
         """The effective settings for the start-up log line, with secrets masked."""
         values = asdict(self)
         values["mqtt_url"] = self.mqtt_url.redacted()
-        if self.history_dsn:
-            values["history_dsn"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.history_dsn)
-            values["history_dsn"] = re.sub(r"(password=)\S+", r"\1***", values["history_dsn"])
-        values["kafka_properties"] = {
-            name: ("***" if any(word in name for word in _SECRET_WORDS) else value)
-            for name, value in self.kafka_properties.items()
-        }
+        for name in ("notify_url", "dynamodb_endpoint_url"):
+            if values[name] is not None:
+                values[name] = redact_url(values[name])
+        if self.history_dsn is not None:
+            values["history_dsn"] = redact_dsn(self.history_dsn)
+        values["kafka_properties"] = redact_kafka_properties(self.kafka_properties)
         del values["kafka_property_variables"]
-        if values.get("notify_secret"):
-            values["notify_secret"] = "***"
+        for name, value in values.items():  # notify_secret, and any secret added later
+            if is_secret_name(name) and value is not None:
+                values[name] = MASK
         return {
             name: str(value) if isinstance(value, Path) else value for name, value in values.items()
         }
@@ -226,8 +256,27 @@ def _convert(name: str, raw: str, convert: Callable[[str], T]) -> T:
     try:
         return convert(raw.strip())
     except ValueError as exc:
-        shown = "***" if any(word in name.lower() for word in _SECRET_WORDS) else repr(raw)
-        raise SettingsError(f"{name}={shown} is invalid: {exc}") from None
+        reason = _reason(name, raw, exc)
+        raise SettingsError(f"{name}={_shown(name, raw)} is invalid: {reason}") from None
+
+
+def _shown(name: str, raw: str) -> str:
+    """A raw value as an error may quote it: secrets masked (fleetwatch.redaction)."""
+    if name in _URL_VARIABLES:
+        return repr(redact_url(raw))
+    if name in _DSN_VARIABLES:
+        return repr(redact_dsn(raw))
+    return MASK if is_secret_name(name) else repr(raw)
+
+
+def _reason(name: str, raw: str, exc: ValueError) -> str:
+    """A converter's message, cleaned in case it quotes (part of) a secret value."""
+    return redact_text(
+        str(exc),
+        urls=[raw] if name in _URL_VARIABLES else [],
+        dsns=[raw] if name in _DSN_VARIABLES else [],
+        secrets=[raw] if is_secret_name(name) else [],
+    )
 
 
 def _kafka_passthrough(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -334,8 +383,24 @@ def _alerts_out(raw: str) -> str:
 
 
 def _postgres_dsn(raw: str) -> str:
-    if not raw.startswith(("postgresql://", "postgres://")) and "=" not in raw:
+    """A DSN libpq will read as meant. What it would misread (an unencoded '@' or '/' in a
+    password) or refuse with a message that quotes the DSN is refused here, quoting none of it."""
+    if is_dsn_uri(raw):
+        authority, _, path = raw.partition("://")[2].partition("/")
+        if any(c.isspace() for c in raw):
+            raise ValueError("a space in a postgresql:// URL must be written %20")
+        if re.search(r"%(?![0-9A-Fa-f]{2})|%00", raw):
+            raise ValueError("a '%' in a postgresql:// URL must start a %XX escape (not %00)")
+        if authority.count("@") > 1:
+            raise ValueError("an '@' in the user name or password must be written %40")
+        if "@" in path.partition("?")[0]:
+            raise ValueError("a '/' in the user name or password must be written %2F")
+        return raw
+    if "=" not in raw:
         raise ValueError("expected a postgresql:// URL or a key=value connection string")
+    error = conninfo_error(raw)
+    if error is not None:
+        raise ValueError(f"not a key=value connection string: {error}")
     return raw
 
 
