@@ -58,6 +58,20 @@ CONSUMER_LAG = Gauge(
     "(the broker's high watermark as of the last fetch).",
     ["topic", "partition"],
 )
+PENDING_OVERFLOW = Counter(
+    "fleetwatch_pending_overflow",
+    "Readings evaluated before their truck's watermark passed them, because the truck held "
+    "more pending readings than its cap (FLEET_MAX_PENDING_PER_TRUCK); later readings of "
+    "that truck behind them are late.",
+    ["flow"],
+)
+TRUCKS_EVICTED = Counter(
+    "fleetwatch_trucks_evicted",
+    "Trucks whose state was dropped to keep within the trucks tracked per worker "
+    "(FLEET_MAX_TRUCKS), by reason: idle (nothing pending), flushed (its pending readings "
+    "were evaluated first), no_room (a new truck evaluated at once and not kept).",
+    ["flow", "reason"],
+)
 
 
 def counted_dead_letter(

@@ -171,6 +171,27 @@ def test_duplicates_are_ignored_and_then_forgotten_behind_the_watermark() -> Non
     assert timeline.accept(first, LATENESS) is Verdict.LATE, "a resend after that is late"
 
 
+def test_a_resend_of_the_last_released_reading_is_a_duplicate_then_late() -> None:
+    timeline = TruckTimeline()
+    last = reading(at=BEGINNING + seconds(5), event_id="last")
+    accept_all(timeline, [*fast_at(0), last])
+    timeline.release(LATENESS, flush=True)
+    assert timeline.seen == set(), "no id is remembered for a released reading"
+    assert timeline.accept(last, LATENESS) is Verdict.DUPLICATE, "its key is the frontier"
+    accept_all(timeline, fast_at(6))
+    timeline.release(LATENESS, flush=True)
+    assert timeline.accept(last, LATENESS) is Verdict.LATE, "behind the frontier now"
+
+
+def test_a_truck_flushed_after_every_reading_remembers_no_ids() -> None:
+    """Quiet flushes after each reading once left each last id in ``seen`` for good."""
+    timeline = TruckTimeline()
+    for r in fast_at(*range(0, 3600, 15)):  # one reading per 15 s, each flushed when quiet
+        timeline.accept(r, LATENESS)
+        timeline.release(LATENESS, flush=True)
+        assert len(timeline.seen) == 0
+
+
 def test_a_duplicate_cannot_complete_a_match() -> None:
     state = TruckState()
     four = fast_at(0, 1, 2, 3)

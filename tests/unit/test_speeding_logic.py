@@ -36,8 +36,7 @@ def test_quiet_truck_flushes_then_is_discarded_and_costs_nothing() -> None:
     outcomes, discard = logic.on_notify()
     assert [type(o) for o in outcomes] == [Detection]
     assert discard is StatefulBatchLogic.RETAIN
-    idle_entries = logic.state.entries()
-    assert idle_entries <= 1, "after the flush only the last event id is remembered"
+    assert logic.state.entries() == 0, "after the flush no reading or id is held"
 
     clock.advance(timedelta(minutes=30))
     _, discard = logic.on_notify()
@@ -96,3 +95,22 @@ def test_late_reading_keeps_its_bytes() -> None:
     raw = b'{"the original": "bytes"}'
     outcomes, _ = logic.on_batch([Arrivals([late], [raw])])
     assert outcomes == [LateReading("T1", raw)]
+
+
+def test_a_bounded_replay_tracks_every_truck_to_the_end() -> None:
+    """Without the wall clock (backfill) no truck is evicted: no notification could free an
+    evicted one before the end of input, and results must not depend on the fleet's size."""
+    clock = FakeClock(BEGINNING)
+    replay = SpeedingRulesStep(CONFIG, clock.now, wall_clock=False, max_trucks=1)
+    assert replay.trucks() is None
+    logics = [replay.build(None) for _ in range(3)]
+    for n, logic in enumerate(logics):
+        logic.on_batch([arrivals_of(f"T{n}", 0, 1, 2, 3, 4)])
+    for logic in logics:
+        outcomes, _ = logic.on_eof()
+        assert [type(o) for o in outcomes] == [Detection]
+
+
+def arrivals_of(truck: str, *offsets_s: float) -> Arrivals:
+    rs = [reading(truck, at=BEGINNING + seconds(s)) for s in offsets_s]
+    return Arrivals(rs, [encode_canonical(r) for r in rs])
