@@ -6,6 +6,11 @@ alert_id). Connection errors, timeouts, 5xx and 429 are retried with full-jitter
 exponential backoff (Retry-After honoured) up to ``max_attempts``; other 4xx are
 permanent. ``deliver_all`` runs up to ``concurrency`` calls at once, so one slow alert does
 not hold the others up.
+
+The API's answers are hostile input too: at most ``MAX_ANSWER_BYTES`` of a body are read
+(raw, undecoded), a Retry-After in no RFC 9110 form falls back to the backoff, and anything
+the exchange raises is a failed attempt (retried, then ``undeliverable``). An alert that
+cannot be rendered makes no call: its verdict is ``UNPROCESSABLE``.
 """
 
 from __future__ import annotations
@@ -24,17 +29,33 @@ from zoneinfo import ZoneInfo
 import httpx
 import structlog
 
-from domain.notifications import RetryPolicy, Routes, Verdict, classify, email_json, render, sign
+from domain.notifications import (
+    ALERT_ID,
+    RetryPolicy,
+    Routes,
+    Verdict,
+    classify,
+    email_json,
+    one_line,
+    render,
+    sign,
+)
+from fleetwatch.redaction import redact_text
 
 log = structlog.get_logger(__name__)
+
+# Enough of an answer's body for the detail of a failure; the rest is never read.
+MAX_ANSWER_BYTES = 4096
 
 
 @dataclass(frozen=True)
 class Delivery:
     alert_id: str
-    verdict: Verdict  # DELIVERED, REJECTED (permanent) or RETRY (attempts exhausted)
+    verdict: Verdict  # DELIVERED, REJECTED (permanent), RETRY (attempts exhausted) or
+    # UNPROCESSABLE (the alert could not be rendered; no call made)
     attempts: int
     detail: str
+    error: BaseException | None = None  # what made it UNPROCESSABLE
 
 
 class EmailApi:
@@ -67,10 +88,11 @@ class EmailApi:
         return list(self._pool.map(self.deliver, alerts))
 
     def deliver(self, alert: Mapping[str, Any]) -> Delivery:
-        alert_id = str(alert["alert_id"])
-        body = json.dumps(
-            email_json(alert, render(alert, self._routes, self._zone)), separators=(",", ":")
-        ).encode()
+        alert_id = str(alert.get("alert_id"))
+        try:
+            body = self._body(alert_id, alert)
+        except Exception as exc:  # the alert itself is the problem: no call could help
+            return Delivery(alert_id, Verdict.UNPROCESSABLE, 0, f"{type(exc).__name__}: {exc}", exc)
         detail = ""
         for attempt in range(1, self._policy.max_attempts + 1):
             timestamp = int(time.time())
@@ -83,13 +105,14 @@ class EmailApi:
             }
             retry_after = None
             try:
-                response = self._client.post(self._url, content=body, headers=headers)
-            except httpx.TransportError as exc:  # connection refused, reset, timeout
-                verdict, detail = Verdict.RETRY, f"{type(exc).__name__}: {exc}"
+                status, retry_after, answer = self._post(body, headers)
+            except Exception as exc:  # connection refused, reset, timeout, a malformed answer
+                # httpx's messages can quote the URL (user info, query): FLEET_NOTIFY_URL
+                error = redact_text(f"{type(exc).__name__}: {exc}", urls=[self._url])
+                verdict, detail = Verdict.RETRY, one_line(error, 500)
             else:
-                verdict = classify(response.status_code)
-                detail = f"HTTP {response.status_code}: {response.text[:200]}"
-                retry_after = response.headers.get("retry-after")
+                verdict = classify(status)
+                detail = f"HTTP {status}: {one_line(redact_text(answer, urls=[self._url]), 200)}"
             if verdict is not Verdict.RETRY:
                 return Delivery(alert_id, verdict, attempt, detail)
             if attempt < self._policy.max_attempts:
@@ -104,6 +127,26 @@ class EmailApi:
                 )
                 self._sleep(delay)
         return Delivery(alert_id, Verdict.RETRY, self._policy.max_attempts, detail)
+
+    def _body(self, alert_id: str, alert: Mapping[str, Any]) -> bytes:
+        if not ALERT_ID.fullmatch(alert_id):  # it goes into headers: ASCII, no line break
+            raise ValueError(f"alert_id {alert_id[:64]!r} is not a header-safe token")
+        email = render(alert, self._routes, self._zone)
+        document = email_json(alert, email)
+        return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+
+    def _post(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, str | None, str]:
+        """One call: the status, the Retry-After header and the start of the body (decoded
+        leniently). The body is read raw, up to ``MAX_ANSWER_BYTES``: a huge or
+        badly compressed answer costs nothing."""
+        with self._client.stream("POST", self._url, content=body, headers=headers) as response:
+            answer = bytearray()
+            for chunk in response.iter_raw():
+                answer += chunk
+                if len(answer) >= MAX_ANSWER_BYTES:
+                    break
+            text = answer[:MAX_ANSWER_BYTES].decode("utf-8", "replace")
+            return response.status_code, response.headers.get("retry-after"), text
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

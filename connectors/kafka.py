@@ -17,6 +17,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from fleetwatch.redaction import is_secret_name, redact_text
 from fleetwatch.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
@@ -170,7 +171,9 @@ def check_kafka_properties(settings: Settings) -> None:
             )
         except KafkaException as exc:
             variable = settings.kafka_property_variables[prop]
-            raise SettingsError(f"{variable} (librdkafka {prop!r}) is invalid: {exc}") from None
+            # librdkafka quotes the value in some messages: never a secret's.
+            reason = redact_text(str(exc), secrets=[value] if is_secret_name(prop) else [])
+            raise SettingsError(f"{variable} (librdkafka {prop!r}) is invalid: {reason}") from None
 
 
 class KafkaUnreachable(RuntimeError):

@@ -14,7 +14,9 @@ Guarantee: at least once. Each batch of output is confirmed by Kafka before the 
 Knobs:  FLEET_THRESHOLD_KMH, FLEET_VIOLATIONS, FLEET_WINDOW_S, FLEET_CRITICAL_KMH,
         FLEET_COOLDOWN_S, FLEET_ALLOWED_LATENESS_S; FLEET_MAX_FUTURE_S (a reading further
         ahead of its record's Kafka timestamp is ``bad_timestamp``); FLEET_IDLE_TRUCK_TTL_S
-        (a truck quiet that long is forgotten); FLEET_KAFKA_TAIL=false ends the flow at
+        (a truck quiet that long is forgotten); FLEET_MAX_PENDING_PER_TRUCK and
+        FLEET_MAX_TRUCKS (the state's bounds, see dataflows/speeding.py);
+        FLEET_KAFKA_TAIL=false ends the flow at
         the end of the topic, after evaluating everything pending.
 Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers, trucks over workers
         by key; the same alerts whatever the layout. Recovery with ``-r/-s/-b``.
@@ -41,15 +43,15 @@ from connectors.kafka_source import Fetch, KafkaBatchSource
 from dataflows._canonical import dead_letter, decode_telemetry, not_after_ms
 from dataflows._entry import lazy_flow, start
 from dataflows._guard import unprocessable
-from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
+from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage
 from domain.history import HistoryIndex
-from domain.readings import Reading, encode_canonical
+from domain.readings import Reading, Reason, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
-from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN
+from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN, counted_dead_letter
 from fleetwatch.settings import Settings
 
 TruckArrivals = tuple[str, Arrivals]
@@ -119,11 +121,30 @@ class OutcomeRecords:
     now: Callable[[], datetime]
     history: Callable[[], HistoryIndex | None] = no_history
 
-    def to_record(self, keyed: tuple[str, Outcome]) -> OutboundRecord:
+    def to_records(self, keyed: tuple[str, Outcome]) -> list[OutboundRecord]:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
             _LATE.inc()
-            return OutboundRecord(self.topics.late, truck_id.encode(), outcome.raw)
+            return [OutboundRecord(self.topics.late, truck_id.encode(), outcome.raw)]
+        if isinstance(outcome, Unprocessable):
+            # The rules step failed for this truck (logged there): each reading it held
+            # becomes a dead letter of its own, so every one is accounted for.
+            received_at = to_epoch_ms(self.now())
+            return [
+                OutboundRecord(
+                    self.topics.dlq,
+                    truck_id.encode(),
+                    counted_dead_letter(
+                        Stage.ALERTS,
+                        Reason.UNPROCESSABLE,
+                        outcome.detail,
+                        self.topics.telemetry,
+                        raw,
+                        received_at,
+                    ),
+                )
+                for raw in outcome.raws
+            ]
         try:
             alert = build_alert(outcome, to_epoch_ms(self.now()), self.history())
             value = encode_alert(alert)
@@ -133,9 +154,9 @@ class OutcomeRecords:
             record = unprocessable(
                 Stage.ALERTS, error, self.topics.telemetry, raw, to_epoch_ms(self.now())
             )
-            return OutboundRecord(self.topics.dlq, None, record)
+            return [OutboundRecord(self.topics.dlq, None, record)]
         ALERTS.labels("alerts", alert.rule, alert.severity).inc()
-        return OutboundRecord(self.topics.alerts, truck_id.encode(), value)
+        return [OutboundRecord(self.topics.alerts, truck_id.encode(), value)]
 
 
 def build_flow(
@@ -147,11 +168,12 @@ def build_flow(
     idle_truck_ttl: timedelta = timedelta(hours=1),
     history: Callable[[], HistoryIndex | None] = no_history,
     max_future_ms: int = 300_000,
+    max_trucks: int = 200_000,
 ) -> Dataflow:
     """The alerts flow; ``now`` is processing time (quiet trucks, detected_at, DLQ stamps);
     ``history`` returns the driver history in use."""
     decoder = TelemetryDecoder(topics, now, max_future_ms)
-    rules = SpeedingRulesStep(config, now, idle_truck_ttl)
+    rules = SpeedingRulesStep(config, now, idle_truck_ttl, max_trucks=max_trucks)
     records = OutcomeRecords(topics, now, history)
 
     flow = Dataflow("alerts")
@@ -163,7 +185,7 @@ def build_flow(
     outcomes = op.stateful_batch(
         "speeding_rules", split.trues, rules.build
     )  # (truck_id, Detection | LateReading)
-    out = op.map("to_record", outcomes, records.to_record)  # OutboundRecord
+    out = op.flat_map("to_records", outcomes, records.to_records)  # OutboundRecord
     dead_letters = op.filter_map("as_record", split.falses, as_record)  # OutboundRecord
     everything = op.merge("merge_outputs", out, dead_letters)  # OutboundRecord
     op.output("kafka_sink", everything, sink)
@@ -185,6 +207,7 @@ def rule_config(settings: Settings) -> RuleConfig:
         critical_kmh=settings.critical_kmh,
         cooldown_ms=round(settings.cooldown_s * 1000),
         allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
+        max_pending=settings.max_pending_per_truck,
     )
 
 
@@ -207,6 +230,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         idle_truck_ttl,
         history.current,
         max_future_ms=round(settings.max_future_s * 1000),
+        max_trucks=settings.max_trucks,
     )
 
 

@@ -45,11 +45,11 @@ from connectors.parquet_input import (
 from dataflows._entry import lazy_flow, start
 from dataflows._guard import unprocessable
 from dataflows.alerts import history_store, rule_config
-from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep
+from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage
 from domain.history import HistoryIndex
-from domain.readings import encode_canonical
+from domain.readings import Reason, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
@@ -92,26 +92,44 @@ class BackfillLines:
     source: str = "backfill"  # the dead letters' source_topic for unprocessable alerts
     now: Callable[[], datetime] = utc_now
 
-    def alert_line(self, keyed: tuple[str, Outcome]) -> KeyedLine:
+    def alert_lines(self, keyed: tuple[str, Outcome]) -> list[KeyedLine]:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
-            # Each truck's readings arrive sorted: nothing can be late. Say so loudly if it is.
-            raise RuntimeError(
-                f"backfill produced a late reading for {truck_id}: input not sorted?"
-            )
+            # Each truck's readings arrive sorted: nothing can be late. A bug if it is, so it
+            # is dead-lettered as one (and fails the tests), not dropped.
+            error = RuntimeError(f"backfill produced a late reading for {truck_id}")
+            return [self._unprocessable(error, outcome.raw)]
+        if isinstance(outcome, Unprocessable):
+            # The rules step failed for this truck (logged there): a dead letter per reading.
+            received_at = to_epoch_ms(self.now())
+            lines = []
+            for raw in outcome.raws:
+                self.progress.add_dead_letter()
+                record = counted_dead_letter(
+                    Stage.BACKFILL,
+                    Reason.UNPROCESSABLE,
+                    outcome.detail,
+                    self.source,
+                    raw,
+                    received_at,
+                )
+                lines.append((DEAD_LETTER_KEY, record))
+            return lines
         detected_at = outcome.readings[-1].ts_ms  # event time: the alert's window_end
         try:
             alert = build_alert(outcome, detected_at, self.history)
             line = encode_alert(alert)
         except Exception as error:  # the last line of defence: see dataflows/_guard.py
-            self.progress.add_dead_letter()
             raw = b"\n".join(encode_canonical(reading) for reading in outcome.readings)
-            return DEAD_LETTER_KEY, unprocessable(
-                Stage.BACKFILL, error, self.source, raw, to_epoch_ms(self.now())
-            )
+            return [self._unprocessable(error, raw)]
         self.progress.add_alert(str(outcome.rule))
         ALERTS.labels("backfill", alert.rule, alert.severity).inc()
-        return truck_id, line
+        return [(truck_id, line)]
+
+    def _unprocessable(self, error: Exception, raw: bytes) -> KeyedLine:
+        self.progress.add_dead_letter()
+        record = unprocessable(Stage.BACKFILL, error, self.source, raw, to_epoch_ms(self.now()))
+        return DEAD_LETTER_KEY, record
 
     def dead_letter_line(self, row: BadRow) -> KeyedLine:
         self.progress.add_dead_letter()
@@ -130,7 +148,7 @@ def build_flow(
     history: HistoryIndex | None,
     progress: Progress,
 ) -> Dataflow:
-    rules = SpeedingRulesStep(config, _no_wall_clock, wall_clock=False)
+    rules = SpeedingRulesStep(config, _no_wall_clock, wall_clock=False, flow="backfill")
     lines = BackfillLines(history, progress)
 
     flow = Dataflow("backfill")
@@ -138,7 +156,7 @@ def build_flow(
     split = op.branch("is_truck_readings", items, is_truck_readings)
     by_truck = op.map("as_arrivals", split.trues, as_arrivals)  # (truck_id, Arrivals)
     outcomes = op.stateful_batch("speeding_rules", by_truck, rules.build)  # (truck_id, Detection)
-    lines_out = op.map("alert_line", outcomes, lines.alert_line)  # (truck_id, alert JSON)
+    lines_out = op.flat_map("alert_lines", outcomes, lines.alert_lines)  # (truck_id, JSON)
     # An alert that could not be built is a dead letter (key ""), like a bad row.
     alerts = op.branch("is_alert_line", lines_out, is_alert_line)
     op.output("alerts_out", alerts.trues, alerts_out)

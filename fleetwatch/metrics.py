@@ -48,8 +48,9 @@ HISTORY_LOADED_AT = Gauge(
 )
 NOTIFICATIONS = Counter(
     "fleetwatch_notifications",
-    "Alerts handled by the notifier, by outcome: sent, rejected or undeliverable (both "
-    "dead-lettered), duplicate (already sent, skipped), not_an_alert (dead-lettered).",
+    "Alerts handled by the notifier, by outcome: sent, rejected, undeliverable or "
+    "unprocessable (all dead-lettered), duplicate (already sent, skipped), not_an_alert "
+    "(dead-lettered).",
     ["outcome"],
 )
 CONSUMER_LAG = Gauge(

@@ -122,6 +122,8 @@ class Settings:
     allowed_lateness_s: float
     idle_truck_ttl_s: float
     max_future_s: float
+    max_pending_per_truck: int
+    max_trucks: int
     lake_dir: Path | None
     lake_roll_mb: float
     lake_roll_s: float
@@ -188,6 +190,10 @@ class Settings:
                 "FLEET_IDLE_TRUCK_TTL_S", "3600", _finite_between(1, 86_400 * 30)
             ),
             max_future_s=env.get("FLEET_MAX_FUTURE_S", "300", _finite_between(0, 86_400 * 365)),
+            max_pending_per_truck=env.get(
+                "FLEET_MAX_PENDING_PER_TRUCK", "10000", _int_between(1, 10_000_000)
+            ),
+            max_trucks=env.get("FLEET_MAX_TRUCKS", "200000", _int_between(1, 100_000_000)),
             lake_dir=env.get_optional("FLEET_LAKE_DIR", Path),
             lake_roll_mb=env.get("FLEET_LAKE_ROLL_MB", "64", _finite_between(0.001, 4096)),
             lake_roll_s=env.get("FLEET_LAKE_ROLL_S", "300", _finite_between(0.1, 86_400)),
