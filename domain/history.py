@@ -5,6 +5,10 @@ rows become disjoint time segments, each naming the driver whose assignment has 
 ``valid_from`` among those in force (``valid_from <= t < valid_to``, open ``valid_to`` =
 forever). Overlaps are resolved there, so a lookup is one ``bisect``: O(log n) per alert,
 never a scan. Times are epoch milliseconds (UTC).
+
+``DRIVER_COLUMNS`` and ``ASSIGNMENT_COLUMNS`` say, as data, what a loader must check before it
+hands rows to the index: each column's kind, whether it may be null, and its limits. A row
+that passes them cannot make ``driver_context`` (and so building or encoding an alert) raise.
 """
 
 from __future__ import annotations
@@ -16,10 +20,69 @@ from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
 from typing import Any
+
+from domain.readings import MAX_SPEED_KMH
 
 RISK_TIERS = ("low", "medium", "high")
 REPEAT_OFFENDER_EVENTS = 3
+
+# What Python's ``date`` and ``datetime`` represent. A value outside cannot become an
+# alert's ``hired_on`` (Polars even panics formatting it), so the loaders refuse it.
+FIRST_DAY = date(1, 1, 1)
+LAST_DAY = date(9999, 12, 31)
+EARLIEST_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_COUNT = 2**63 - 1  # a count is a signed 64-bit integer (Polars Int64, msgspec)
+
+
+class Kind(StrEnum):
+    """A column's type, as CONTRACT.md section 6 names it."""
+
+    STRING = "string"
+    DATE = "date"
+    INTEGER = "integer"
+    NUMBER = "number"
+    TIMESTAMP = "timestamp UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column of a history table and the values it may hold.
+
+    Every kind has limits of its own as well: strings hold no control characters (a line
+    break in a name would forge a line of the alert's e-mail), dates and timestamps lie in
+    ``FIRST_DAY``..``LAST_DAY``, integers are at most ``MAX_COUNT``, numbers are finite.
+    """
+
+    name: str
+    kind: Kind
+    nullable: bool = False
+    non_empty: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+# The contract lists no nullable column but valid_to (an open-ended assignment).
+DRIVER_COLUMNS = (
+    Column("driver_id", Kind.STRING, non_empty=True),  # unique, too
+    Column("name", Kind.STRING),
+    Column("hired_on", Kind.DATE),
+    Column("overspeed_events_90d", Kind.INTEGER, minimum=0),
+    # An average of readings, which are 0..MAX_SPEED_KMH (CONTRACT.md section 2).
+    Column("avg_speed_kmh_90d", Kind.NUMBER, minimum=0, maximum=MAX_SPEED_KMH),
+    Column("km_driven_90d", Kind.NUMBER, minimum=0),
+    Column("risk_tier", Kind.STRING, choices=RISK_TIERS),
+)
+ASSIGNMENT_COLUMNS = (
+    Column("truck_id", Kind.STRING, non_empty=True),
+    Column("driver_id", Kind.STRING, non_empty=True),
+    Column("valid_from", Kind.TIMESTAMP),
+    Column("valid_to", Kind.TIMESTAMP, nullable=True),  # not before valid_from, too
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import polars as pl
 import psycopg
 import pytest
+import structlog
 
 from connectors.history import (
     ASSIGNMENTS_FILE,
@@ -23,6 +24,7 @@ from connectors.history import (
     load_history_postgres,
 )
 from domain.timestamps import to_epoch_ms
+from fleetwatch.metrics import HISTORY_RELOADS
 from fleetwatch.settings import SAMPLE_HISTORY_DIR
 
 BASE_DSN = os.environ.get("FLEET_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -128,3 +130,132 @@ def test_schema_mismatch_names_the_table_and_column(pg: PgSchema) -> None:
 def test_unreachable_server_is_a_history_error() -> None:
     with pytest.raises(HistoryError, match="PostgreSQL"):
         load_history_postgres("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def failures() -> float:
+    return HISTORY_RELOADS.labels("postgresql", "failed")._value.get()  # type: ignore[no-any-return]
+
+
+# The sample's drivers in key order: D00003 is row 3.
+ROW_3 = "row 3 (driver_id 'D00003')"
+
+
+@pytest.mark.parametrize(
+    ("statements", "message"),
+    [
+        pytest.param(
+            ["UPDATE drivers SET avg_speed_kmh_90d = NULL WHERE driver_id = 'D00003'"],
+            f"drivers: column 'avg_speed_kmh_90d' must not be null; {ROW_3} has null",
+            id="null in a column without NOT NULL",
+        ),
+        pytest.param(
+            ["UPDATE drivers SET overspeed_events_90d = NULL WHERE driver_id = 'D00003'"],
+            f"drivers: column 'overspeed_events_90d' must not be null; {ROW_3}",
+            id="null count",
+        ),
+        pytest.param(
+            [
+                "ALTER TABLE drivers DROP CONSTRAINT drivers_pkey",
+                "INSERT INTO drivers SELECT * FROM drivers WHERE driver_id = 'D00003'",
+            ],
+            "drivers: column 'driver_id' must be unique; 'D00003' is at rows 3 and 4",
+            id="duplicate driver id",
+        ),
+        pytest.param(
+            ["UPDATE drivers SET km_driven_90d = 'NaN' WHERE driver_id = 'D00003'"],
+            f"drivers: column 'km_driven_90d' must be a finite number ≥ 0; {ROW_3} has nan",
+            id="NaN",
+        ),
+        pytest.param(
+            [
+                "ALTER TABLE drivers ALTER COLUMN km_driven_90d TYPE numeric",
+                "UPDATE drivers SET km_driven_90d = 'NaN' WHERE driver_id = 'D00003'",
+            ],
+            f"drivers: column 'km_driven_90d' must be a finite number ≥ 0; {ROW_3} has nan",
+            id="numeric NaN (Polars panics on it)",
+        ),
+        pytest.param(
+            [
+                "ALTER TABLE drivers ALTER COLUMN avg_speed_kmh_90d TYPE numeric",
+                "UPDATE drivers SET avg_speed_kmh_90d = 1e400 WHERE driver_id = 'D00003'",
+            ],
+            f"column 'avg_speed_kmh_90d' must be a finite number ≥ 0 and ≤ 400; {ROW_3} has inf",
+            id="numeric beyond float range",
+        ),
+        pytest.param(
+            ["UPDATE drivers SET overspeed_events_90d = -1 WHERE driver_id = 'D00003'"],
+            f"column 'overspeed_events_90d' must be an integer from 0 to 2**63-1; {ROW_3}",
+            id="negative count",
+        ),
+        pytest.param(
+            ["UPDATE drivers SET hired_on = 'infinity' WHERE driver_id = 'D00003'"],
+            f"column 'hired_on' must be a date from 0001-01-01 to 9999-12-31; {ROW_3}",
+            id="infinite date",
+        ),
+        pytest.param(
+            ["UPDATE drivers SET hired_on = '0044-03-15 BC' WHERE driver_id = 'D00003'"],
+            f"column 'hired_on' must be a date from 0001-01-01 to 9999-12-31; {ROW_3}",
+            id="date BC",
+        ),
+        pytest.param(
+            ["UPDATE assignments SET valid_to = '10000-01-01Z' WHERE truck_id = 'T00001'"],
+            "assignments: column 'valid_to' must be an instant from 0001-01-01",
+            id="timestamp after 9999",
+        ),
+        pytest.param(
+            ["UPDATE drivers SET risk_tier = 'extreme' WHERE driver_id = 'D00003'"],
+            f"column 'risk_tier' must be one of low, medium, high; {ROW_3} has 'extreme'",
+            id="unknown risk tier",
+        ),
+        pytest.param(
+            ["UPDATE drivers SET name = E'Kemal\\nJansen' WHERE driver_id = 'D00003'"],
+            f"column 'name' must hold no control characters (line breaks, tabs, NUL); {ROW_3}",
+            id="line break",
+        ),
+        pytest.param(
+            ["UPDATE assignments SET valid_to = valid_from - interval '1 ms'"],
+            "assignments: column 'valid_to' must not be before valid_from; row 0 (truck_id",
+            id="valid_to before valid_from",
+        ),
+        pytest.param(
+            ["ALTER TABLE assignments ALTER COLUMN valid_from TYPE timestamp"],
+            "assignments: column 'valid_from' is timestamp, expected timestamp UTC",
+            id="naive timestamp",
+        ),
+        pytest.param(
+            ["ALTER TABLE drivers ALTER COLUMN overspeed_events_90d TYPE real"],
+            "drivers: column 'overspeed_events_90d' is float4, expected integer",
+            id="count of a float type",
+        ),
+    ],
+)
+def test_hostile_tables_are_refused_and_the_last_good_data_stays(
+    pg: PgSchema, statements: list[str], message: str
+) -> None:
+    pg.load_sample()
+    store = HistoryStore.for_postgres(pg.dsn, refresh_s=60)
+    assert store.refresh()
+    good = store.current()
+    pg.connection.execute(f"SET search_path TO {pg.name}")
+    for statement in statements:
+        pg.connection.execute(statement)
+    with pytest.raises(HistoryError) as caught:
+        load_history_postgres(pg.dsn)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("PostgreSQL table ")
+    failed_before = failures()
+    with structlog.testing.capture_logs() as logs:
+        assert not store.refresh()
+    assert store.current() is good
+    assert failures() == failed_before + 1
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("history_reload_failed", str(caught.value))
+    ]
+
+
+def test_open_ended_assignments_only_are_accepted(pg: PgSchema) -> None:
+    """Every valid_to null: a column of nulls, which is fine where nulls are allowed."""
+    pg.load_sample()
+    pg.connection.execute(f"UPDATE {pg.name}.assignments SET valid_to = NULL")
+    index = load_history_postgres(pg.dsn)
+    assert index.assignments == load_history_dir(SAMPLE_HISTORY_DIR).assignments

@@ -1,5 +1,6 @@
 """A running alerts flow uses replaced driver-history files, and keeps going on the last
-good data when a file is broken."""
+good data when a file is broken or breaks a rule of the contract (issue 14: a null the
+loader did not check used to pass the load and crash the flow at the first alert)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,24 @@ def test_replaced_and_broken_history_files_while_running(
         assert flow.process.poll() is None, "the flow is still running"
         time.sleep(1)  # several refresh intervals with the broken file
         failures = [e for e in flow.log_events() if e.get("event") == "history_reload_failed"]
-        assert len(failures) == 1, "one warning per change of the file, not per refresh"
+        assert len(failures) == 1, "one error per change of the file, not per refresh"
+
+        # A readable file with a null in the driver's average speed: refused, and the alert
+        # still carries the last good row, with a number over the baseline.
+        drivers = pl.read_parquet(SAMPLE_HISTORY_DIR / DRIVERS_FILE).with_columns(
+            pl.when(pl.col("driver_id") == "D00001")
+            .then(None)
+            .otherwise(pl.col("avg_speed_kmh_90d"))
+            .alias("avg_speed_kmh_90d")
+        )
+        write_atomically(drivers, history / DRIVERS_FILE)
+        wait_for_events(flow, "history_reload_failed", 2)
+        spike_then_cruise(namespace, T0 + 2_100_000, "fourth")
+        fourth = alerts_so_far(namespace, 4)[-1].json()
+        assert fourth["driver_id"] == "D00001"
+        assert isinstance(fourth["driver"]["speed_over_baseline_kmh"], float)
+        refused = [e for e in flow.log_events() if e.get("event") == "history_reload_failed"]
+        assert "column 'avg_speed_kmh_90d' must not be null" in str(refused[-1]["error"])
+        assert flow.process.poll() is None, "the flow is still running"
     finally:
         flow.stop()

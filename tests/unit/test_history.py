@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.alerts import build_alert, encode_alert
-from domain.history import Assignment, Driver, HistoryIndex, driver_context
+from domain.history import (
+    ASSIGNMENT_COLUMNS,
+    DRIVER_COLUMNS,
+    Assignment,
+    Driver,
+    HistoryIndex,
+    driver_context,
+)
 from domain.readings import Reading
 from domain.rules import Detection, Rule
 from domain.timestamps import to_epoch_ms
@@ -156,3 +164,16 @@ def test_index_agrees_with_the_definition(
             max(active, key=lambda a: (a.valid_from_ms, a.driver_id)).driver_id if active else None
         )
         assert index.driver_id_at("T1", t) == expected
+
+
+def test_the_column_rules_cover_every_field_and_only_valid_to_is_nullable() -> None:
+    """The loaders check DRIVER_COLUMNS and build ``Driver(*row)`` from them, in order."""
+    assert [c.name for c in DRIVER_COLUMNS] == [f.name for f in fields(Driver)]
+    assert [c.name for c in ASSIGNMENT_COLUMNS] == [
+        "truck_id",
+        "driver_id",
+        "valid_from",
+        "valid_to",
+    ]
+    every = (*DRIVER_COLUMNS, *ASSIGNMENT_COLUMNS)
+    assert [c.name for c in every if c.nullable] == ["valid_to"], "CONTRACT.md section 6"
