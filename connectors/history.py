@@ -62,6 +62,7 @@ from domain.history import (
     Kind,
 )
 from fleetwatch.metrics import HISTORY_LOADED_AT, HISTORY_RELOADS
+from fleetwatch.redaction import redact_text
 
 if TYPE_CHECKING:
     import psycopg
@@ -344,7 +345,11 @@ def load_history_postgres(dsn: str) -> HistoryIndex:
             ):
                 frames[table] = _read_table(connection, table, columns)
     except psycopg.Error as exc:
-        raise HistoryError(f"PostgreSQL: {exc}".strip()) from exc
+        # Neither message nor cause may carry the DSN's secrets. libpq's complaint about a
+        # malformed DSN (a client-side error: no SQLSTATE) quotes pieces of it: not shown.
+        if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:
+            raise HistoryError("PostgreSQL: libpq cannot read FLEET_HISTORY_DSN") from None
+        raise HistoryError(redact_text(f"PostgreSQL: {exc}", dsns=[dsn]).strip()) from None
     where = {"drivers": "PostgreSQL table drivers", "assignments": "PostgreSQL table assignments"}
     return build_index(frames["drivers"], frames["assignments"], where)
 
