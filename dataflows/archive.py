@@ -13,15 +13,26 @@ Guarantee: each reading stored exactly once, also after kill -9. File names reco
         is kept in Bytewax snapshots; ``-r`` is accepted and changes nothing.
 Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers. All processes must
         see the same FLEET_LAKE_DIR.
+Failure: a write the lake's filesystem refuses (disk full, ENOSPC; no permission; an I/O
+        error) stops the process with exit code 74 (``EXIT_LAKE_WRITE_FAILED``, sysexits'
+        EX_IOERR) and one ``lake_write_failed`` error line: the file, the errno and its
+        text, the roll, and what to do. The failed roll leaves no file; rolls that other
+        workers of the process are writing are finished first. Nothing is lost: fix the
+        cause and start again, and each partition resumes after its last complete roll.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NoReturn
 
+import structlog
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -31,7 +42,7 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import ConfirmedProducer, OutboundRecord
 from connectors.kafka_source import Fetch, KafkaBatchSource
-from connectors.lake import Lake
+from connectors.lake import Lake, LakeWriteError
 from connectors.log_sink import LogSink
 from dataflows._canonical import decode_records
 from dataflows._entry import lazy_flow, start
@@ -40,6 +51,44 @@ from domain.timestamps import to_epoch_ms
 from fleetwatch.clock import utc_now
 from fleetwatch.metrics import READINGS_IN
 from fleetwatch.settings import Settings, SettingsError
+
+log = structlog.get_logger("dataflows.archive")
+
+# sysexits.h EX_IOERR: the lake's filesystem refused a write (disk full, permissions).
+EXIT_LAKE_WRITE_FAILED = 74
+# How long a stopping archive waits for the rolls other workers are writing.
+_STOP_WAIT_S = 60.0
+_stopping = threading.Lock()
+
+
+def stop_archive(lake: Lake, error: LakeWriteError, partition: int, first_offset: int) -> NoReturn:
+    """Stop the process: one error line, exit code ``EXIT_LAKE_WRITE_FAILED``.
+
+    Raising instead would end in Bytewax's panic backtraces and a generic exit code 1. An
+    immediate exit is safe here: the lake is the commit log, and nothing else holds state.
+    The first worker to fail reports; one that fails meanwhile waits here for the exit."""
+    failed_at = time.monotonic()
+    _stopping.acquire()
+    finished = lake.stop_writing(_STOP_WAIT_S)
+    log.error(
+        "lake_write_failed",
+        path=error.filename,
+        errno=error.errno_name,
+        error=error.strerror,
+        partition=partition,
+        resumes_at_offset=first_offset,
+        other_rolls_finished=finished,
+        waited_s=round(time.monotonic() - failed_at, 3),
+        exit_code=EXIT_LAKE_WRITE_FAILED,
+        action=(
+            "nothing was lost and no partial file was left: free space in (or fix) "
+            f"FLEET_LAKE_DIR={lake.root} and start the archive again; each partition "
+            "resumes after its last complete roll"
+        ),
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(EXIT_LAKE_WRITE_FAILED)
 
 
 @dataclass(frozen=True)
@@ -67,6 +116,8 @@ class ArchiveStep:
     send_dead_letters: Callable[[list[OutboundRecord]], None]
     now: Callable[[], datetime] = utc_now
     max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
+    # What a refused write does (tests plug in their own; the default ends the process).
+    on_write_failed: Callable[[Lake, LakeWriteError, int, int], NoReturn] = stop_archive
 
     def build(self, _resume_state: None) -> _ArchiveLogic:
         return _ArchiveLogic(self)
@@ -149,9 +200,12 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
         if dead:
             # Confirmed before the roll commits, so a crash cannot lose them.
             step.send_dead_letters(dead)
-        files = step.lake.write_roll(
-            buffer.partition, buffer.first_offset, buffer.last_offset, readings
-        )
+        try:
+            files = step.lake.write_roll(
+                buffer.partition, buffer.first_offset, buffer.last_offset, readings
+            )
+        except LakeWriteError as error:
+            step.on_write_failed(step.lake, error, buffer.partition, buffer.first_offset)
         return Roll(
             buffer.partition,
             buffer.first_offset,
