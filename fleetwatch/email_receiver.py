@@ -5,7 +5,8 @@ It verifies each request's Standard Webhooks signature (401 if wrong), treats
 can be told to fail: per key, a script of responses to give first (a status, optionally
 with Retry-After, or a delay longer than the client's timeout). A scripted answer can be
 hostile too: any status code, a Retry-After in any script (sent as UTF-8 bytes), a huge
-body.
+body. ``outage`` makes it answer every call with one failure until it is set back to None
+(the service down).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Call:
     key: str
     status: int
     signature_ok: bool
+    duplicate: bool = False  # a success for a key already e-mailed: nothing was sent
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class EmailReceiver:
     calls: list[Call] = field(default_factory=list)
     emails: dict[str, dict[str, Any]] = field(default_factory=dict)
     script: dict[str, deque[Fail]] = field(default_factory=lambda: defaultdict(deque))
+    outage: Fail | None = None  # while set, every signed call gets this answer
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -85,8 +88,12 @@ class EmailReceiver:
             request.headers.get("webhook-signature", ""),
         )
         with self._lock:
-            scripted = self.script[key].popleft() if ok and self.script[key] else None
+            if ok and self.outage is not None:
+                scripted: Fail | None = self.outage  # the script waits for the outage to end
+            else:
+                scripted = self.script[key].popleft() if ok and self.script[key] else None
         answer: dict[str, object]
+        repeat = False
         if not ok:
             status, answer = 401, {"error": "bad signature"}
         elif scripted is not None and not 200 <= scripted.status < 300:
@@ -106,7 +113,7 @@ class EmailReceiver:
                 email = self.emails[key]
                 print(f"  e-mail sent: {email['subject']} -> {', '.join(email['to'])}", flush=True)
         with self._lock:
-            self.calls.append(Call(key, status, ok))
+            self.calls.append(Call(key, status, ok, repeat))
         request.send_response(status)
         if scripted is not None and scripted.retry_after:
             # http.server writes headers as Latin-1: this sends the value's UTF-8 bytes.
