@@ -257,13 +257,6 @@ def test_replay_refuses_what_is_not_whole_and_fails_on_missing_topics(
     assert namespace.topic("no-dlq") in no_dlq.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="connectors/notify_sink.py remembers dead-lettered alert_ids as settled for "
-    "FLEET_NOTIFY_RETENTION_S, so a notifier resumed from its recovery state skips a "
-    "replayed alert as a duplicate; replays go through their own topic until it forgets them",
-)
 def test_replay_to_the_alerts_topic_reaches_the_resumed_notifier(
     namespace: Namespace, receiver: EmailReceiver, logs: Path, tmp_path: Path
 ) -> None:
@@ -276,3 +269,5 @@ def test_replay_to_the_alerts_topic_reaches_the_resumed_notifier(
     ).start()
     assert resumed.wait(timeout_s=120) == 0, resumed.log_tail()
     assert set(receiver.emails) == {alert_id(a) for a in alerts}
+    sent, _repeats = successes(receiver)
+    assert sent == dict.fromkeys((alert_id(a) for a in alerts), 1), "each exactly once"
