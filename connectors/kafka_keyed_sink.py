@@ -1,8 +1,14 @@
-"""``(key, value)`` items to one Kafka topic, every delivery confirmed (see ConfirmedKafkaSink)."""
+"""``(key, value)`` items to one Kafka topic, every delivery confirmed (see ConfirmedKafkaSink).
+
+Each batch is confirmed before ``write_batch`` returns. These records (alerts, dead letters)
+have no fallback: one Kafka refuses, or cannot confirm within the delivery budget, stops the
+process with ``KAFKA_DELIVERY_EXIT_CODE`` (connectors/kafka.py, README "Delivery failures").
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -10,8 +16,11 @@ from connectors.kafka import ConfirmedKafkaSink, OutboundRecord
 
 
 class KafkaTopicSink(DynamicSink[tuple[str, bytes]]):
-    def __init__(self, config: Mapping[str, str], topic: str) -> None:
-        self._inner = ConfirmedKafkaSink(config, wait_for_delivery=True)
+    """``(key, value)`` to ``topic``; an empty key is produced as no key."""
+
+    def __init__(self, config: Mapping[str, str], topic: str, **options: Any) -> None:
+        # ``options``: ConfirmedKafkaSink's test hooks (producer_factory, stop, now).
+        self._inner = ConfirmedKafkaSink(config, wait_for_delivery=True, **options)
         self._topic = topic
 
     def build(

@@ -52,6 +52,14 @@ class Reason(StrEnum):
     UNPROCESSABLE = "unprocessable"
 
 
+# The bridge's dead-letter reason for a valid reading that Kafka refuses to store (too large
+# for the telemetry topic, say): a property of that record, not an outage, so it is
+# dead-lettered; stopping would meet it again at every redelivery (connectors/kafka.py,
+# README "Delivery failures"). Not a member of ``Reason``: that lists what a payload can be
+# rejected for, and the simulator makes a payload for each member.
+REFUSED_BY_KAFKA = "refused_by_kafka"
+
+
 class Reading(msgspec.Struct, frozen=True, gc=False):
     """One validated telemetry reading; ``ts_ms`` is UTC epoch milliseconds."""
 

@@ -73,6 +73,9 @@ def test_mqtt_url_forms() -> None:
         ("FLEET_NOTIFY_MAX_ATTEMPTS", "0"),
         ("FLEET_HISTORY_DSN", "mysql://x"),
         ("FLEET_KAFKA_STARTUP_TIMEOUT_S", "0"),
+        ("FLEET_KAFKA_DELIVERY_BUDGET_S", "0"),
+        ("FLEET_KAFKA_DELIVERY_BUDGET_S", "90000"),
+        ("FLEET_KAFKA_DELIVERY_BUDGET_S", "ten minutes"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str) -> None:
@@ -144,6 +147,26 @@ def test_kafka_passthrough_maps_variable_to_property() -> None:
         "security.protocol": "SASL_SSL",
         "sasl.password": "hunter2",
     }
+
+
+def test_delivery_budget_is_the_producers_message_timeout() -> None:
+    assert Settings.from_env({}).kafka_delivery_budget_s == 600
+    settings = Settings.from_env({"FLEET_KAFKA_DELIVERY_BUDGET_S": "42.5"})
+    assert settings.kafka_delivery_budget_s == 42.5
+    assert "delivery.budget.s" not in settings.kafka_config()  # fleetwatch's own, not passed on
+    assert "message.timeout.ms" not in settings.kafka_config()  # consumers would warn
+    assert settings.kafka_producer_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "message.timeout.ms": "42500",
+    }
+
+
+@pytest.mark.parametrize(
+    "variable", ["FLEET_KAFKA_MESSAGE_TIMEOUT_MS", "FLEET_KAFKA_DELIVERY_TIMEOUT_MS"]
+)
+def test_librdkafkas_message_timeout_is_set_through_the_budget_only(variable: str) -> None:
+    with pytest.raises(SettingsError, match=f"{variable}.*FLEET_KAFKA_DELIVERY_BUDGET_S"):
+        Settings.from_env({variable: "30000"})
 
 
 def test_redacted_settings_mask_secrets() -> None:
