@@ -22,6 +22,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from connectors.liveness import STATISTICS_INTERVAL_MS, InputLiveness
 from fleetwatch.metrics import CONSUMER_LAG
 
 log = structlog.get_logger(__name__)
@@ -64,12 +65,14 @@ class KafkaBatchSource(FixedPartitionedSource[Fetch, int]):
         tail: bool = True,
         batch_size: int = 10_000,
         start_offset: Callable[[int, int | None], int] | None = None,
+        liveness: InputLiveness | None = None,
     ) -> None:
         self._config: dict[str, str | int | float | bool] = dict(config)
         self._topic = topic
         self._tail = tail
         self._batch_size = batch_size
         self._start_offset = start_offset
+        self._liveness = liveness
 
     def list_parts(self) -> list[str]:
         metadata = (
@@ -90,7 +93,13 @@ class KafkaBatchSource(FixedPartitionedSource[Fetch, int]):
         else:
             offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _KafkaBatchPartition(
-            self._config, self._topic, int(for_part), offset, self._tail, self._batch_size
+            self._config,
+            self._topic,
+            int(for_part),
+            offset,
+            self._tail,
+            self._batch_size,
+            self._liveness,
         )
 
 
@@ -103,7 +112,15 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
         offset: int,
         tail: bool,
         batch_size: int,
+        liveness: InputLiveness | None = None,
     ) -> None:
+        self._liveness = liveness
+        if liveness is not None:
+            # Reachable and caught up? librdkafka's statistics say, without a broker call
+            # (connectors/liveness.py): they arrive through ``consume`` once a second.
+            liveness.register(topic, partition)
+            config = {**config, "statistics.interval.ms": STATISTICS_INTERVAL_MS}
+            config["stats_cb"] = self._on_statistics  # type: ignore[assignment]
         self._consumer = Consumer(
             {
                 # Offsets live in the recovery snapshots, not in a consumer group.
@@ -182,8 +199,14 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
                 error=error.str(),
             )
 
+    def _on_statistics(self, statistics: str) -> None:
+        if self._liveness is not None:
+            self._liveness.report_statistics(self._topic, self._partition, statistics, self._offset)
+
     def snapshot(self) -> int:
         return self._offset
 
     def close(self) -> None:
+        if self._liveness is not None:
+            self._liveness.unregister(self._topic, self._partition)
         self._consumer.close()

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from connectors.heartbeat import BridgeStatus, HeartbeatPublisher, heartbeat_status
 from fleetwatch.clock import wall_clock_ms
 from fleetwatch.settings import MqttUrl
 from fleetwatch.shutdown import shutdown_requested
@@ -103,10 +104,14 @@ class MqttSource(DynamicSource[MqttMessage]):
     """Every worker joins the shared subscription with its own persistent session."""
 
     def __init__(
-        self, subscription: MqttSubscription, now_ms: Callable[[], int] = wall_clock_ms
+        self,
+        subscription: MqttSubscription,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        heartbeats: HeartbeatPublisher | None = None,
     ) -> None:
         self._subscription = subscription
         self._now_ms = now_ms
+        self._heartbeats = heartbeats
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
@@ -116,7 +121,10 @@ class MqttSource(DynamicSource[MqttMessage]):
             log.warning("mqtt_worker_idle", worker=worker_index, why="no share group set")
             return _IdlePartition()
         client_id = f"{self._subscription.client_id}-{worker_index}"
-        return _MqttPartition(self._subscription, client_id, self._now_ms)
+        partition = _MqttPartition(self._subscription, client_id, self._now_ms, self._heartbeats)
+        if self._heartbeats is not None:
+            self._heartbeats.register(partition)
+        return partition
 
 
 class _IdlePartition(StatelessSourcePartition[MqttMessage]):
@@ -125,7 +133,19 @@ class _IdlePartition(StatelessSourcePartition[MqttMessage]):
 
 
 class _MqttPartition(StatelessSourcePartition[MqttMessage]):
-    def __init__(self, sub: MqttSubscription, client_id: str, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        sub: MqttSubscription,
+        client_id: str,
+        now_ms: Callable[[], int],
+        heartbeats: HeartbeatPublisher | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self._heartbeats = heartbeats
+        self._connected = False
+        # Monotonic time of the last progress towards Kafka: a confirmation, or the arrival
+        # of the first message of a new backlog (for the heartbeat's stall measure).
+        self._progress_at = time.monotonic()
         self._sub = sub
         self._now_ms = now_ms
         self._inbox: deque[MqttMessage] = deque()
@@ -163,6 +183,7 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
             self._log.error("mqtt_connect_refused", reason=str(reason))
             return
         self._connection += 1
+        self._connected = True
         self._log.info("mqtt_connected", session_present=bool(flags.session_present))
         if self._leaving_since is None:
             client.subscribe(self._sub.subscription, qos=1)
@@ -179,11 +200,14 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
+        self._connected = False
         self._log.warning("mqtt_disconnected", reason=str(reason), reconnecting=True)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         ack = _NO_ACK
         if message.qos > 0:
+            if self._received == self._acknowledged:
+                self._progress_at = time.monotonic()  # a new backlog starts now
             self._received += 1
             ack = _Ack(self, client, message.mid, message.qos, self._connection)
         self._last_message_at = time.monotonic()
@@ -197,6 +221,14 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         if connection == self._connection:
             client.ack(mid, qos)
         self._acknowledged += 1
+        self._progress_at = time.monotonic()
+
+    def status(self) -> BridgeStatus:
+        """For the heartbeat (connectors/heartbeat.py): read without a lock, from counters
+        each written by one thread; a heartbeat a moment stale is harmless."""
+        return heartbeat_status(
+            self._connected, self._received, self._acknowledged, self._progress_at
+        )
 
     def next_batch(self) -> list[MqttMessage]:
         inbox = self._inbox
@@ -239,6 +271,10 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         if unacked == 0 and self._sub.protocol == "5" and self._unsubscribed.is_set():
             properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 0
+        if self._heartbeats is not None:
+            # A retiring worker says so, so the alerts flow stops waiting for it; one that
+            # only stops is waited for: the broker queues its share until it is back.
+            self._heartbeats.unregister(self, leaving=self._sub.leave_on_stop)
         self._client.disconnect(properties=properties)
         self._client.loop_stop()
         self._log.info("mqtt_closed", unacknowledged=unacked, session_ended=properties is not None)

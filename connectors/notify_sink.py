@@ -1,12 +1,12 @@
 """The notifier's output: e-mails for alerts, at most one successful call per alert.
 
 A ``FixedPartitionedSink`` with ``partitions`` partitions; alerts are routed by alert_id.
-Each partition remembers the alert_ids it delivered, for ``retention_s``, and that set
-is its recovery snapshot. (Not the ones it dead-lettered: ``python -m fleetwatch.replay``
-puts those back on ``fleet.alerts`` once the API works again, and they must be tried
-anew; a repeat from upstream of an undelivered alert is simply tried again.) ``write_batch`` skips those ids,
-delivers the rest concurrently and returns only when every call has finished, so a
-snapshot never claims an alert that was not sent. Duplicates on ``fleet.alerts`` and
+Each partition remembers the alert_ids it delivered, for ``retention_s``, and that set is
+its recovery snapshot. (Not the ones it dead-lettered: ``python -m fleetwatch.replay`` puts
+those back on ``fleet.alerts`` once the API works again, and they must be tried anew; a
+repeat from upstream of an undelivered alert is simply tried again.) ``write_batch`` skips
+those ids, delivers the rest concurrently and returns only when every call has finished, so
+a snapshot never claims an alert that was not sent. Duplicates on ``fleet.alerts`` and
 replays after a restart therefore make no second call within the retention; past it, the
 ``Idempotency-Key`` header lets the e-mail service drop a repeat. Permanent failures (4xx)
 and alerts whose retries ran out go to the DLQ (stage ``notify``), confirmed first, and so

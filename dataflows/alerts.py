@@ -34,12 +34,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from connectors.heartbeat import HeartbeatMonitor
 from connectors.history import HistoryStore
 from connectors.kafka import (
     ConfirmedKafkaSink,
     OutboundRecord,
 )
 from connectors.kafka_source import Fetch, KafkaBatchSource
+from connectors.liveness import InputClock, InputLiveness
 from dataflows._canonical import dead_letter, decode_telemetry, not_after_ms
 from dataflows._entry import lazy_flow, start
 from dataflows._guard import unprocessable
@@ -50,7 +52,7 @@ from domain.history import HistoryIndex
 from domain.readings import Reading, Reason, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
-from fleetwatch.clock import utc_now
+from fleetwatch.clock import utc_now, wall_clock_ms
 from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN, counted_dead_letter
 from fleetwatch.settings import Settings
 
@@ -169,11 +171,23 @@ def build_flow(
     history: Callable[[], HistoryIndex | None] = no_history,
     max_future_ms: int = 300_000,
     max_trucks: int = 200_000,
+    quiet_clock: Callable[[], datetime] | None = None,
+    schedule_clock: Callable[[], datetime] = utc_now,
 ) -> Dataflow:
-    """The alerts flow; ``now`` is processing time (quiet trucks, detected_at, DLQ stamps);
-    ``history`` returns the driver history in use."""
+    """The alerts flow. Three clocks, each for what it is good for: ``now``, processing time,
+    stamps what the flow emits (detected_at, DLQ received_at); ``quiet_clock`` times quiet
+    trucks (default ``now``; live: the input clock of connectors/liveness.py, monotonic and
+    paused while the input stalls); ``schedule_clock`` is the one Bytewax compares
+    notifications with, its own wall clock, whatever ``now`` is in a test. ``history``
+    returns the driver history in use."""
     decoder = TelemetryDecoder(topics, now, max_future_ms)
-    rules = SpeedingRulesStep(config, now, idle_truck_ttl, max_trucks=max_trucks)
+    rules = SpeedingRulesStep(
+        config,
+        schedule_clock,
+        idle_truck_ttl,
+        max_trucks=max_trucks,
+        quiet_clock=quiet_clock or now,
+    )
     records = OutcomeRecords(topics, now, history)
 
     flow = Dataflow("alerts")
@@ -216,9 +230,18 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     topics = AlertTopics(
         settings.topic_telemetry, settings.topic_alerts, settings.topic_late, settings.topic_dlq
     )
-    start("alerts", settings, [topics.telemetry, topics.alerts, topics.late, topics.dlq])
-    source = KafkaBatchSource(settings.kafka_config(), topics.telemetry, tail=settings.kafka_tail)
-    sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=True)
+    heartbeats = settings.topic_heartbeats
+    start(
+        "alerts", settings, [topics.telemetry, topics.alerts, topics.late, topics.dlq, heartbeats]
+    )
+    # A truck is quiet only while the input flows: outages do not count (connectors/liveness.py).
+    liveness = InputLiveness(forget_s=settings.bridge_forget_s)
+    HeartbeatMonitor(settings.kafka_config(), heartbeats, liveness, wall_clock_ms).start()
+    input_clock = InputClock(liveness.live, utc_now).start()
+    source = KafkaBatchSource(
+        settings.kafka_config(), topics.telemetry, tail=settings.kafka_tail, liveness=liveness
+    )
+    sink = ConfirmedKafkaSink(settings.kafka_producer_config(), wait_for_delivery=True)
     idle_truck_ttl = timedelta(seconds=settings.idle_truck_ttl_s)
     history = history_store(settings).start()
     return build_flow(
@@ -231,6 +254,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         history.current,
         max_future_ms=round(settings.max_future_s * 1000),
         max_trucks=settings.max_trucks,
+        quiet_clock=input_clock.now,
     )
 
 

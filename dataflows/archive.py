@@ -253,7 +253,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         roll_age=timedelta(seconds=settings.lake_roll_s),
         telemetry_topic=settings.topic_telemetry,
         dlq_topic=settings.topic_dlq,
-        send_dead_letters=ConfirmedProducer(settings.kafka_config()).send_all,
+        send_dead_letters=ConfirmedProducer(settings.kafka_producer_config()).send_all,
         max_future_ms=round(settings.max_future_s * 1000),
     )
     return build_flow(source, step, LogSink("lake_roll_written"))

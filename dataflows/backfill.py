@@ -193,8 +193,8 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     alerts_out: Sink[KeyedLine]
     dead_out: Sink[KeyedLine]
     if to_kafka:
-        alerts_out = KafkaTopicSink(settings.kafka_config(), settings.topic_alerts)
-        dead_out = KafkaTopicSink(settings.kafka_config(), settings.topic_dlq)
+        alerts_out = KafkaTopicSink(settings.kafka_producer_config(), settings.topic_alerts)
+        dead_out = KafkaTopicSink(settings.kafka_producer_config(), settings.topic_dlq)
     else:
         path = Path(settings.alerts_out)
         alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))

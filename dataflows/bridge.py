@@ -8,7 +8,9 @@ Output: ``FLEET_TOPIC_TELEMETRY`` (key truck_id, canonical JSON) for valid readi
 Guarantee: every MQTT message ends up in exactly one of the two topics, at least once. A
         message is acknowledged to MQTT only after Kafka confirmed its delivery, so a crash
         at any moment loses nothing (the broker redelivers; duplicates keep their event_id).
-        A failed Kafka delivery stops the flow with an error instead of acknowledging.
+        A Kafka delivery that fails for good (README "Delivery failures") stops the flow,
+        exit code 69, instead of acknowledging; a valid reading Kafka refuses for itself
+        is dead-lettered (``refused_by_kafka``).
 Knobs:  FLEET_MQTT_* and FLEET_KAFKA_*, FLEET_TOPIC_PARTITIONS (used when creating topics),
         FLEET_MAX_FUTURE_S (a reading whose ts is further ahead of its receipt is
         ``bad_timestamp``).
@@ -18,12 +20,14 @@ Scale:  ``-w N`` / ``-i/-a``: every worker joins the shared subscription; no sta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from connectors.heartbeat import HeartbeatPublisher
 from connectors.kafka import (
     ConfirmedKafkaSink,
     OutboundRecord,
@@ -32,7 +36,14 @@ from connectors.mqtt import MqttMessage, MqttSource, MqttSubscription
 from dataflows._entry import lazy_flow, start
 from dataflows._guard import unprocessable
 from domain.dead_letters import Stage
-from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
+from domain.readings import (
+    REFUSED_BY_KAFKA,
+    Reading,
+    encode_canonical,
+    parse_reading,
+    truck_id_from_topic,
+)
+from fleetwatch.clock import wall_clock_ms
 from fleetwatch.metrics import READINGS_IN, counted_dead_letter
 from fleetwatch.settings import Settings
 from fleetwatch.shutdown import install_graceful_shutdown
@@ -80,11 +91,29 @@ class BridgeRoutes:
                 outcome.truck_id.encode(),
                 encode_canonical(outcome),
                 message.ack,
+                partial(self.refused_by_kafka, message),
             )
         record = counted_dead_letter(
             Stage.BRIDGE,
             outcome.reason,
             outcome.detail,
+            message.topic,
+            message.payload,
+            message.received_at_ms,
+        )
+        key = topic_truck.encode() if topic_truck else None
+        return OutboundRecord(self.dlq_topic, key, record, message.ack)
+
+    def refused_by_kafka(self, message: MqttMessage, detail: str) -> OutboundRecord:
+        """The dead letter for a valid reading that Kafka refuses to store (too large for
+        the topic, say). That is this record's problem, not an outage: stopping would meet it
+        again at every redelivery, a crash loop. Acknowledged once the DLQ has it; a dead
+        letter Kafka refuses in turn stops the bridge (connectors/kafka.py)."""
+        topic_truck = truck_id_from_topic(message.topic, self.topic_filter)
+        record = counted_dead_letter(
+            Stage.BRIDGE,
+            REFUSED_BY_KAFKA,
+            detail,
             message.topic,
             message.payload,
             message.received_at_ms,
@@ -107,7 +136,11 @@ def build_flow(
 
 def flow_from_settings(settings: Settings) -> Dataflow:
     """Plug the real MQTT source and Kafka sink into ``build_flow``."""
-    start("bridge", settings, [settings.topic_telemetry, settings.topic_dlq])
+    start(
+        "bridge",
+        settings,
+        [settings.topic_telemetry, settings.topic_dlq, settings.topic_heartbeats],
+    )
     install_graceful_shutdown()
     subscription = MqttSubscription(
         url=settings.mqtt_url,
@@ -127,8 +160,12 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         max_future_ms=round(settings.max_future_s * 1000),
     )
     # Asynchronous confirmation: each record's MQTT ack is its delivery callback.
-    sink = ConfirmedKafkaSink(settings.kafka_config(), wait_for_delivery=False)
-    return build_flow(MqttSource(subscription), sink, routes)
+    sink = ConfirmedKafkaSink(settings.kafka_producer_config(), wait_for_delivery=False)
+    # Heartbeats tell the alerts flow this bridge is up and keeping pace (connectors/heartbeat.py).
+    heartbeats = HeartbeatPublisher(
+        settings.kafka_config(), settings.topic_heartbeats, wall_clock_ms
+    )
+    return build_flow(MqttSource(subscription, heartbeats=heartbeats), sink, routes)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -141,7 +141,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
             concurrency=settings.notify_concurrency,
         )
 
-    producer = ConfirmedProducer(settings.kafka_config())
+    producer = ConfirmedProducer(settings.kafka_producer_config())
     emails = NotifySink(
         api,
         producer.send_all,
@@ -152,7 +152,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     source = KafkaBatchSource(
         settings.kafka_config(), settings.topic_alerts, tail=settings.kafka_tail
     )
-    dead = KafkaTopicSink(settings.kafka_config(), settings.topic_dlq)
+    dead = KafkaTopicSink(settings.kafka_producer_config(), settings.topic_dlq)
     return build_flow(source, emails, dead, settings.topic_alerts, zone)
 
 

@@ -122,6 +122,11 @@ class SpeedingRulesStep:
     max_trucks: int = 200_000
     # The ``flow`` label of the metrics.
     flow: str = "alerts"
+    # What a truck's quiet time is measured on: the input clock (connectors/liveness.py),
+    # which stands still while the input does not flow, so an outage of Kafka or of the
+    # bridge never passes for a quiet truck. Default: ``now``. ``now`` itself stays the
+    # clock notifications are scheduled on, as Bytewax compares them with its wall clock.
+    quiet_clock: Callable[[], datetime] | None = None
     _workers: dict[int, _Trucks] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -131,6 +136,9 @@ class SpeedingRulesStep:
             raise ValueError(f"max_trucks must be at least 1, not {self.max_trucks}")
         if self.config.max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, not {self.config.max_pending}")
+
+    def quiet_now(self) -> datetime:
+        return (self.quiet_clock or self.now)()
 
     def build(self, resume_state: TruckState | None) -> _SpeedingLogic:
         trucks = self.trucks()
@@ -229,7 +237,7 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
         self._lateness = timedelta(milliseconds=step.config.allowed_lateness_ms)
         self._trucks = trucks
         self.state = state
-        self._last_arrival = step.now()
+        self._last_arrival = step.quiet_now()
         # Where this truck is in ``trucks`` (None: not tracked, e.g. not yet or evicted).
         self.slot: OrderedDict[_SpeedingLogic, None] | None = None
         # Set when evicted: the outcomes it still owes, emitted at its next call.
@@ -272,7 +280,7 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
                 # No room to keep it: everything now, in event-time order, then forgotten.
                 outcomes.extend(self._flush(released))
                 return outcomes, StatefulBatchLogic.DISCARD
-            self._last_arrival = self._step.now()
+            self._last_arrival = self._step.quiet_now()
             if trucks is not None:
                 queue = trucks.busy if state.timeline.pending else trucks.idle
                 if self.slot is queue:
@@ -288,7 +296,7 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
         try:
             if self.held is not None:
                 return self._leave()
-            quiet = self._step.now() - self._last_arrival
+            quiet = self._step.quiet_now() - self._last_arrival
             outcomes: list[Outcome] = []
             if self.state.timeline.pending and quiet >= self._lateness:
                 outcomes.extend(self._flush(released))
@@ -320,9 +328,11 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
             return None
         if self.held is not None:
             return _AT_ONCE  # evicted: leave at the next activation
-        if self.state.timeline.pending:
-            return self._last_arrival + self._lateness
-        return self._last_arrival + self._step.idle_ttl
+        quiet_for = self._lateness if self.state.timeline.pending else self._step.idle_ttl
+        # Due once the truck has been quiet that long on the quiet clock; while the input
+        # stalls that clock stands still, and the notification comes back to check.
+        remaining = self._last_arrival + quiet_for - self._step.quiet_now()
+        return self._step.now() + max(remaining, timedelta(0))
 
     def snapshot(self) -> TruckState:
         return self.state.copy()

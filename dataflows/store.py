@@ -159,7 +159,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     )
     sink = DynamoSink(
         telemetry_table(settings),
-        ConfirmedProducer(settings.kafka_config()).send_all,
+        ConfirmedProducer(settings.kafka_producer_config()).send_all,
         settings.topic_telemetry,
         settings.topic_dlq,
     )

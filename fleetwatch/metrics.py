@@ -74,6 +74,17 @@ TRUCKS_EVICTED = Counter(
     ["flow", "reason"],
 )
 
+INPUT_LIVE = Gauge(
+    "fleetwatch_input_live",
+    "1 while this process's input flows (its Kafka partitions reachable and caught up, "
+    "every bridge heartbeating, connected and confirmed), else 0: connectors/liveness.py.",
+)
+INPUT_CLOCK_PAUSED = Counter(
+    "fleetwatch_input_clock_paused_seconds",
+    "Seconds the quiet-truck clock stood still because the input did not flow (an outage "
+    "of Kafka or a bridge, or catching up on a backlog).",
+)
+
 
 def counted_dead_letter(
     stage: Stage,

@@ -29,12 +29,22 @@ from fleetwatch.redaction import (
 T = TypeVar("T")
 
 SAMPLE_HISTORY_DIR = Path(__file__).resolve().parent / "sample_history"
+# FLEET_KAFKA_DELIVERY_BUDGET_S: how long a record may wait for Kafka's confirmation, retried
+# by librdkafka meanwhile, before the flow stops (README "Delivery failures").
+DEFAULT_DELIVERY_BUDGET_S = 600
 
 # FLEET_KAFKA_* variables that are fleetwatch's own; every other FLEET_KAFKA_<PROPERTY> is passed
 # to librdkafka as <property> (lower case, '_' -> '.').
 _KAFKA_OWN_VARIABLES = frozenset(
-    {"FLEET_KAFKA_BROKERS", "FLEET_KAFKA_TAIL", "FLEET_KAFKA_STARTUP_TIMEOUT_S"}
+    {
+        "FLEET_KAFKA_BROKERS",
+        "FLEET_KAFKA_TAIL",
+        "FLEET_KAFKA_STARTUP_TIMEOUT_S",
+        "FLEET_KAFKA_DELIVERY_BUDGET_S",
+    }
 )
+# The budget is librdkafka's message timeout (alias delivery.timeout.ms): one knob, not two.
+_BUDGET_PROPERTIES = frozenset({"message.timeout.ms", "delivery.timeout.ms"})
 # The variables whose values may hold a secret inside: shown and quoted only redacted.
 _URL_VARIABLES = frozenset({"FLEET_MQTT_URL", "FLEET_NOTIFY_URL", "FLEET_DYNAMODB_ENDPOINT_URL"})
 _DSN_VARIABLES = frozenset({"FLEET_HISTORY_DSN"})
@@ -103,12 +113,15 @@ class Settings:
     kafka_brokers: tuple[str, ...]
     kafka_tail: bool
     kafka_startup_timeout_s: float
+    kafka_delivery_budget_s: float
     kafka_properties: Mapping[str, str]
     kafka_property_variables: Mapping[str, str]
     topic_telemetry: str
     topic_alerts: str
     topic_dlq: str
     topic_late: str
+    topic_heartbeats: str
+    bridge_forget_s: float
     topic_partitions: int
     topic_replication_factor: int
     history_dir: Path
@@ -165,12 +178,21 @@ class Settings:
             kafka_startup_timeout_s=env.get(
                 "FLEET_KAFKA_STARTUP_TIMEOUT_S", "120", _finite_between(1, 3600)
             ),
+            kafka_delivery_budget_s=env.get(
+                "FLEET_KAFKA_DELIVERY_BUDGET_S",
+                str(DEFAULT_DELIVERY_BUDGET_S),
+                _finite_between(1, 86_400),
+            ),
             kafka_properties=kafka_properties,
             kafka_property_variables=kafka_property_variables,
             topic_telemetry=env.get("FLEET_TOPIC_TELEMETRY", "fleet.telemetry", _kafka_topic),
             topic_alerts=env.get("FLEET_TOPIC_ALERTS", "fleet.alerts", _kafka_topic),
             topic_dlq=env.get("FLEET_TOPIC_DLQ", "fleet.dlq", _kafka_topic),
             topic_late=env.get("FLEET_TOPIC_LATE", "fleet.telemetry.late", _kafka_topic),
+            topic_heartbeats=env.get("FLEET_TOPIC_HEARTBEATS", "fleet.heartbeats", _kafka_topic),
+            bridge_forget_s=env.get(
+                "FLEET_BRIDGE_FORGET_S", "600", _finite_between(10, 86_400 * 7)
+            ),
             topic_partitions=env.get("FLEET_TOPIC_PARTITIONS", "16", _int_between(1, 10_000)),
             topic_replication_factor=env.get(
                 "FLEET_TOPIC_REPLICATION_FACTOR", "-1", _replication_factor
@@ -225,6 +247,12 @@ class Settings:
     def kafka_config(self) -> dict[str, str]:
         """librdkafka settings every client shares: the brokers and the passed-through extras."""
         return {"bootstrap.servers": ",".join(self.kafka_brokers), **self.kafka_properties}
+
+    def kafka_producer_config(self) -> dict[str, str]:
+        """``kafka_config()`` for a producer: with the delivery budget as librdkafka's
+        ``message.timeout.ms`` (a producer-only property: consumers would warn about it)."""
+        budget_ms = round(self.kafka_delivery_budget_s * 1000)
+        return {**self.kafka_config(), "message.timeout.ms": str(budget_ms)}
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings for the start-up log line, with secrets masked."""
@@ -294,6 +322,11 @@ def _kafka_passthrough(environ: Mapping[str, str]) -> tuple[dict[str, str], dict
             if not suffix:
                 continue
             prop = suffix.lower().replace("_", ".")
+            if prop in _BUDGET_PROPERTIES:
+                raise SettingsError(
+                    f"{name} is not used: set the delivery budget with "
+                    "FLEET_KAFKA_DELIVERY_BUDGET_S (seconds) instead"
+                )
             properties[prop] = environ[name]
             variables[prop] = name
     return properties, variables
