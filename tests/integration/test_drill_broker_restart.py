@@ -381,6 +381,7 @@ def test_durable_broker_keeps_its_records_across_kill_9(
     assert [r.value for r in records] == values
 
 
+@pytest.mark.timeout(int(240 + 90 * SCALE))  # the suite's 300 s would cut a scaled run short
 def test_kafka_broker_kill_9_and_restart_under_the_whole_pipeline(
     durable_brokers: LocalBrokers,
     dynamodb_url: str,
