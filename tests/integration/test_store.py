@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,12 @@ from bytewax.recovery import init_db_dir
 
 from connectors.dynamodb import LATEST, history_key, item_values
 from domain.readings import Reading, encode_canonical
-from fleetwatch.localdynamo import AWS_ENV, dynalite
+from fleetwatch.localdynamo import AWS_ENV
 from tests.builders import BEGINNING_MS
 from tests.integration.dynamo import ThrottlingProxy
 from tests.integration.flows import ROOT, FlowProcess, Namespace, consume_until, produce
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def dynamodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("FLEET_TEST_DYNAMODB_URL", "").strip()
-    if external:
-        yield external
-        return
-    with dynalite(tmp_path_factory.mktemp("dynalite")) as url:
-        yield url
 
 
 def store_env(namespace: Namespace, url: str, table: str, **overrides: str) -> dict[str, str]:
