@@ -203,6 +203,10 @@ class FaultProxy:
         or only to those whose client id is in ``clients``; returns once it is in force."""
         self._call(self._apply(Mode(mode), None if clients is None else frozenset(clients)))
 
+    def reset_stats(self) -> ProxyStats:
+        """Start counting afresh; returns the counts so far."""
+        return self._call(self._reset_stats())
+
     def mode_for(self, client_id: str | None) -> Mode:
         if client_id is None:
             return self._default
@@ -245,6 +249,10 @@ class FaultProxy:
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def _reset_stats(self) -> ProxyStats:
+        stats, self.stats = self.stats, ProxyStats()
+        return stats
 
     async def _count(self, client_id: str | None) -> int:
         return sum(client_id is None or link.client_id == client_id for link in self._links)
