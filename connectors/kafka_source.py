@@ -121,6 +121,11 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
             liveness.register(topic, partition)
             config = {**config, "statistics.interval.ms": STATISTICS_INTERVAL_MS}
             config["stats_cb"] = self._on_statistics  # type: ignore[assignment]
+        # Client-level errors (a broker down, a connection reset or timed out) come here, not
+        # through ``consume``: logged as JSON (rate-limited), never raised from the callback.
+        config = {**config}
+        config["error_cb"] = self._on_client_error  # type: ignore[assignment]
+        self._fatal: KafkaError | None = None
         self._consumer = Consumer(
             {
                 # Offsets live in the recovery snapshots, not in a consumer group.
@@ -146,6 +151,8 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
         self._lag_updated = 0.0
 
     def next_batch(self) -> list[Fetch]:
+        if self._fatal is not None:
+            self._on_error(self._fatal)
         if self._at_end:
             raise StopIteration
         values: list[bytes] = []
@@ -189,6 +196,20 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
             raise RuntimeError(
                 f"Kafka consumer error on {self._topic}[{self._partition}]: {error.str()}"
             )
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
+            self._last_error_log = now
+            log.warning(
+                "kafka_consumer_retrying",
+                topic=self._topic,
+                partition=self._partition,
+                error=error.str(),
+            )
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error  # raised from next_batch: the callback must not raise
+            return
         now = time.monotonic()
         if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
             self._last_error_log = now

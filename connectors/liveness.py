@@ -122,7 +122,7 @@ class InputLiveness:
     _partitions: dict[tuple[str, int], _PartitionState] = field(default_factory=dict)
     _bridges: dict[str, BridgeStatus] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _live: bool | None = None
+    _state: str | None = None  # live, behind (catching up) or stalled
 
     def register(self, topic: str, partition: int) -> None:
         """A partition this process reads: not live until its first statistics say so."""
@@ -168,45 +168,52 @@ class InputLiveness:
         """Whether the input flows right now (see the module docstring)."""
         now = self.monotonic()
         with self._lock:
-            partitions_live = all(
-                state.reachable and state.caught_up and now - state.at <= STALE_S
-                for state in self._partitions.values()
-            )
             for bridge, status in list(self._bridges.items()):
                 if now - status.received_at > self.forget_s:
                     del self._bridges[bridge]
                     log.warning("bridge_forgotten", bridge=bridge, silent_s=self.forget_s)
-            bridges_live = all(
-                now - status.received_at <= STALE_S
-                and status.mqtt_connected
-                and status.oldest_unconfirmed_s <= STALL_S
-                for status in self._bridges.values()
-            )
-            live = partitions_live and bridges_live
-            if live != self._live:
-                self._live = live
-                stalled = [
-                    f"{topic}[{partition}]"
-                    for (topic, partition), state in self._partitions.items()
-                    if not (state.reachable and state.caught_up and now - state.at <= STALE_S)
-                ]
-                bridges = [
-                    bridge
-                    for bridge, status in self._bridges.items()
-                    if not (
-                        now - status.received_at <= STALE_S
-                        and status.mqtt_connected
-                        and status.oldest_unconfirmed_s <= STALL_S
-                    )
-                ]
-                INPUT_LIVE.set(1 if live else 0)
-                # Catching up on a backlog (behind, not stalled) is routine: debug only.
-                log.debug(
-                    "input_live" if live else "input_not_live",
-                    partitions=stalled,
-                    bridges=bridges,
+            unreachable = [
+                f"{topic}[{partition}]"
+                for (topic, partition), state in self._partitions.items()
+                if not state.reachable or now - state.at > STALE_S
+            ]
+            behind = [
+                f"{topic}[{partition}]"
+                for (topic, partition), state in self._partitions.items()
+                if state.reachable and now - state.at <= STALE_S and not state.caught_up
+            ]
+            bridges = [
+                bridge
+                for bridge, status in self._bridges.items()
+                if not (
+                    now - status.received_at <= STALE_S
+                    and status.mqtt_connected
+                    and status.oldest_unconfirmed_s <= STALL_S
                 )
-        return live
+            ]
+            state = "stalled" if unreachable or bridges else "behind" if behind else "live"
+            if state != self._state:
+                self._log_transition(self._state, state, unreachable, bridges, behind)
+                self._state = state
+                INPUT_LIVE.set(1 if state == "live" else 0)
+        return state == "live"
+
+    @staticmethod
+    def _log_transition(
+        before: str | None,
+        after: str,
+        unreachable: list[str],
+        bridges: list[str],
+        behind: list[str],
+    ) -> None:
+        # A stall is news (warning, and info when it ends); catching up on a backlog is
+        # routine and flips often under load: debug only.
+        if after == "stalled":
+            log.warning("input_stalled", partitions=unreachable, bridges=bridges)
+        elif before == "stalled":
+            log.info("input_flowing", behind=behind)
+        else:
+            log.debug("input_" + after, behind=behind)
 
 
 @dataclass

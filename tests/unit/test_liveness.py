@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from connectors.heartbeat import heartbeat_status
 from connectors.liveness import (
@@ -174,3 +175,20 @@ def test_a_truck_is_not_flushed_while_its_input_clock_stands_still() -> None:
     quiet.at += seconds(7)
     outcomes, _ = logic.on_notify()
     assert len(outcomes) == 1, "flushed once the input was quiet for the lateness"
+
+
+def test_a_stall_is_logged_once_when_it_starts_and_once_when_it_ends() -> None:
+    clock = Monotonic()
+    liveness = InputLiveness(monotonic=clock)
+    liveness.register("t", 0)
+    with structlog.testing.capture_logs() as logs:
+        liveness.report_statistics("t", 0, json.dumps(statistics()), 100)
+        liveness.live()
+        liveness.report_statistics("t", 0, json.dumps(statistics(state="DOWN")), 100)
+        liveness.live()
+        liveness.live()
+        liveness.report_statistics("t", 0, json.dumps(statistics()), 100)
+        liveness.live()
+    events = [(e["event"], e["log_level"]) for e in logs if e["log_level"] != "debug"]
+    assert events == [("input_stalled", "warning"), ("input_flowing", "info")]
+    assert next(e for e in logs if e["event"] == "input_stalled")["partitions"] == ["t[0]"]
