@@ -23,6 +23,7 @@ def contract_topics(settings: Settings) -> list[str]:
         settings.topic_alerts,
         settings.topic_dlq,
         settings.topic_late,
+        settings.topic_heartbeats,
     ]
 
 
