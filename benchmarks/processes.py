@@ -51,6 +51,7 @@ def pipeline_env(brokers: LocalBrokers, name: str, **overrides: str) -> dict[str
         FLEET_TOPIC_ALERTS=f"{name}.alerts",
         FLEET_TOPIC_DLQ=f"{name}.dlq",
         FLEET_TOPIC_LATE=f"{name}.late",
+        FLEET_TOPIC_HEARTBEATS=f"{name}.heartbeats",
         **overrides,
     )
     return env
