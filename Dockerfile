@@ -13,6 +13,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY domain domain
 COPY connectors connectors
 COPY dataflows dataflows
+COPY runtime runtime
 COPY fleetwatch fleetwatch
 # Runtime dependencies only, every version pinned by the lock the suite passed with.
 RUN /opt/fleetwatch/bin/pip install -c constraints.txt . \

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m fleetwatch.demo
+	$(BIN)/python -m devtools.demo
 
 lint: install
 	$(BIN)/ruff check .

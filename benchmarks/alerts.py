@@ -22,8 +22,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import ensure_topics
+from devtools.localbrokers import free_port, local_brokers
 from domain.readings import Reading, encode_canonical
-from fleetwatch.localbrokers import free_port, local_brokers
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 16

@@ -16,23 +16,15 @@ import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Message, Producer
 
 from connectors.kafka import PRODUCER_DEFAULTS
-from connectors.mqtt import MqttSubscription, new_client
+from connectors.mqtt import new_client
 from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
-from fleetwatch.settings import Settings
+from runtime.settings import Settings
 
 
 def main() -> None:
     settings = Settings.from_env()
-    sub = MqttSubscription(
-        settings.mqtt_url,
-        settings.mqtt_topic,
-        settings.mqtt_share_group,
-        settings.mqtt_client_id,
-        settings.mqtt_protocol,
-        settings.mqtt_session_expiry_s,
-        settings.mqtt_receive_maximum,
-    )
-    producer = Producer({**PRODUCER_DEFAULTS, **settings.kafka_config()})
+    sub = settings.mqtt
+    producer = Producer({**PRODUCER_DEFAULTS, **settings.kafka.config()})
     client, properties = new_client(sub, f"{sub.client_id}-0", manual_ack=True)
     stop = threading.Event()
 
@@ -46,9 +38,9 @@ def main() -> None:
                 client.ack(mid, qos)
 
         if isinstance(outcome, Reading):
-            value, topic = encode_canonical(outcome), settings.topic_telemetry
+            value, topic = encode_canonical(outcome), settings.topics.telemetry
         else:
-            value, topic = payload, settings.topic_dlq
+            value, topic = payload, settings.topics.dlq
         while True:
             try:
                 producer.produce(topic, value, on_delivery=acked)

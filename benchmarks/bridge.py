@@ -19,10 +19,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.processes import pipeline_env, start_until, stop
-from connectors.mqtt_publisher import publish_paced
-from fleetwatch.localbrokers import LocalBrokers, local_brokers
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator
+from devtools.localbrokers import LocalBrokers, local_brokers
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator
+from runtime.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENDERS = {

@@ -22,9 +22,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from connectors.history import HistoryStore, files_signature, load_history_dir
+from devtools.history_generator import HistoryShape, write
 from domain.history import driver_context
 from domain.timestamps import to_epoch_ms
-from fleetwatch.history_generator import HistoryShape, write
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.alerts import prefill
-from fleetwatch.localbrokers import local_brokers
+from devtools.localbrokers import local_brokers
 
 ROOT = Path(__file__).resolve().parents[1]
 START = 1_795_478_400_000  # 2026-11-24T00:00:00Z

@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from benchmarks.processes import pipeline_env, start_until, stop
 from connectors.kafka_source import FETCH_WAIT_MAX_MS
-from fleetwatch.localbrokers import LocalBrokers, local_brokers
+from devtools.localbrokers import LocalBrokers, local_brokers
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUCKS = 1_000

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from connectors.mqtt_publisher import MqttPublisher
-from fleetwatch.settings import MqttUrl
+from devtools.mqtt_publisher import MqttPublisher
+from runtime.settings import MqttUrl
 
 CRITICAL_SHARE = 0.01
 

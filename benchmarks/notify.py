@@ -18,11 +18,11 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from devtools.email_receiver import EmailReceiver
+from devtools.localbrokers import local_brokers
 from domain.alerts import build_alert, encode_alert
 from domain.readings import Reading
 from domain.rules import Detection, Rule
-from fleetwatch.email_receiver import EmailReceiver
-from fleetwatch.localbrokers import local_brokers
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "benchmark-signing-secret-32-bytes!"

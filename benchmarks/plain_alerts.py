@@ -15,29 +15,28 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import PRODUCER_DEFAULTS
-from dataflows.alerts import rule_config
 from domain.alerts import build_alert, encode_alert
 from domain.readings import Reading, decode_canonical
 from domain.rules import Detection, TruckState
-from fleetwatch.settings import Settings
+from runtime.settings import Settings
 
 
 def main() -> None:
     settings = Settings.from_env()
-    config = rule_config(settings)
-    topic = settings.topic_telemetry
-    admin = AdminClient(dict(settings.kafka_config()))
+    config = settings.rules.config()
+    topic = settings.topics.telemetry
+    admin = AdminClient(dict(settings.kafka.config()))
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     consumer = Consumer(
         {
-            **settings.kafka_config(),
+            **settings.kafka.config(),
             "group.id": "plain-alerts",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    producer = Producer({**PRODUCER_DEFAULTS, **settings.kafka_config()})
+    producer = Producer({**PRODUCER_DEFAULTS, **settings.kafka.config()})
     states: dict[str, TruckState] = defaultdict(TruckState)
     readings = alerts = 0
     finished: set[int] = set()
@@ -47,7 +46,7 @@ def main() -> None:
         for detection in detections:
             now_ms = time.time_ns() // 1_000_000
             producer.produce(
-                settings.topic_alerts,
+                settings.topics.alerts,
                 encode_alert(build_alert(detection, now_ms)),
                 detection.truck_id,
             )

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from fleetwatch.localbrokers import LocalBrokers
+from devtools.localbrokers import LocalBrokers
 
 ROOT = Path(__file__).resolve().parents[1]
 

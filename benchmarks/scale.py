@@ -32,9 +32,9 @@ from bytewax.recovery import init_db_dir
 
 from benchmarks.alerts import PARTITIONS, prefill
 from dataflows.speeding import SpeedingRulesStep
+from devtools.localbrokers import local_brokers
 from domain.readings import Reading
 from domain.rules import RuleConfig
-from fleetwatch.localbrokers import local_brokers
 
 ROOT = Path(__file__).resolve().parents[1]
 READINGS_PER_TRUCK = 20

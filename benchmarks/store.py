@@ -24,8 +24,8 @@ import boto3
 
 from benchmarks.alerts import PARTITIONS, prefill, timed
 from connectors.dynamodb import create_table
-from fleetwatch.localbrokers import local_brokers
-from fleetwatch.localdynamo import AWS_ENV, dynalite
+from devtools.localbrokers import local_brokers
+from devtools.localdynamo import AWS_ENV, dynalite
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,7 @@ from botocore.exceptions import (
 
 from domain.readings import Reading
 from domain.timestamps import format_rfc3339_ms
-from fleetwatch.redaction import redact_text
+from runtime.redaction import redact_text
 
 log = structlog.get_logger(__name__)
 

@@ -40,7 +40,7 @@ from domain.notifications import (
     render,
     sign,
 )
-from fleetwatch.redaction import redact_text
+from runtime.redaction import redact_text
 
 log = structlog.get_logger(__name__)
 

@@ -61,8 +61,9 @@ from domain.history import (
     IndexBuilder,
     Kind,
 )
-from fleetwatch.metrics import HISTORY_LOADED_AT, HISTORY_RELOADS
-from fleetwatch.redaction import redact_text
+from runtime.metrics import HISTORY_LOADED_AT, HISTORY_RELOADS
+from runtime.redaction import redact_text
+from runtime.settings import HistorySettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -483,6 +484,13 @@ class HistoryStore:
     def for_postgres(cls, dsn: str, refresh_s: float) -> HistoryStore:
         # A database has no cheap change marker here: it is re-read every interval.
         return cls(lambda: load_history_postgres(dsn), time.monotonic, refresh_s, "postgresql")
+
+    @classmethod
+    def from_settings(cls, history: HistorySettings) -> HistoryStore:
+        """PostgreSQL when FLEET_HISTORY_DSN is set, else the files in FLEET_HISTORY_DIR."""
+        if history.dsn:
+            return cls.for_postgres(history.dsn, history.refresh_s)
+        return cls.for_directory(history.dir, history.refresh_s)
 
     def current(self) -> HistoryIndex:
         return self._index

@@ -44,8 +44,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from fleetwatch.redaction import is_secret_name, redact_text
-from fleetwatch.settings import DEFAULT_DELIVERY_BUDGET_S, Settings, SettingsError
+from runtime.redaction import is_secret_name, redact_text
+from runtime.settings import DEFAULT_DELIVERY_BUDGET_S, KafkaSettings, SettingsError
 
 log = structlog.get_logger(__name__)
 
@@ -578,26 +578,24 @@ class ConfirmedProducer:
         deliveries.raise_if_failed()
 
 
-def ensure_configured_topics(settings: Settings, topics: Iterable[str]) -> None:
-    """``ensure_topics`` with the partitions, replication and patience the settings give."""
+def ensure_configured_topics(kafka: KafkaSettings, topics: Iterable[str]) -> None:
+    """``ensure_topics`` with the partitions, replication and patience ``kafka`` gives."""
     ensure_topics(
-        settings.kafka_config(),
+        kafka.config(),
         topics,
-        settings.topic_partitions,
-        settings.topic_replication_factor,
-        timeout_s=settings.kafka_startup_timeout_s,
+        kafka.topic_partitions,
+        kafka.topic_replication_factor,
+        timeout_s=kafka.startup_timeout_s,
     )
 
 
-def check_kafka_properties(settings: Settings) -> None:
+def check_kafka_properties(kafka: KafkaSettings) -> None:
     """Fail fast on a bad FLEET_KAFKA_<PROPERTY> value, naming the variable."""
-    for prop, value in settings.kafka_properties.items():
+    for prop, value in kafka.properties.items():
         try:
-            Producer(
-                {"bootstrap.servers": settings.kafka_config()["bootstrap.servers"], prop: value}
-            )
+            Producer({"bootstrap.servers": kafka.config()["bootstrap.servers"], prop: value})
         except KafkaException as exc:
-            variable = settings.kafka_property_variables[prop]
+            variable = kafka.property_variables[prop]
             # librdkafka quotes the value in some messages: never a secret's.
             reason = redact_text(str(exc), secrets=[value] if is_secret_name(prop) else [])
             raise SettingsError(f"{variable} (librdkafka {prop!r}) is invalid: {reason}") from None

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from connectors.liveness import STATISTICS_INTERVAL_MS, InputLiveness
-from fleetwatch.metrics import CONSUMER_LAG
+from runtime.metrics import CONSUMER_LAG
 
 log = structlog.get_logger(__name__)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import structlog
 
-from fleetwatch.metrics import INPUT_CLOCK_PAUSED, INPUT_LIVE
+from runtime.metrics import INPUT_CLOCK_PAUSED, INPUT_LIVE
 
 log = structlog.get_logger(__name__)
 

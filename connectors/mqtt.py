@@ -28,9 +28,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from connectors.heartbeat import BridgeStatus, HeartbeatPublisher, heartbeat_status
-from fleetwatch.clock import wall_clock_ms
-from fleetwatch.settings import MqttUrl
-from fleetwatch.shutdown import shutdown_requested
+from runtime.clock import wall_clock_ms
+from runtime.settings import MqttSettings
+from runtime.shutdown import shutdown_requested
 
 log = structlog.get_logger(__name__)
 
@@ -49,30 +49,8 @@ class MqttMessage:
     ack: Callable[[], None]
 
 
-@dataclass(frozen=True)
-class MqttSubscription:
-    """Where and how to subscribe."""
-
-    url: MqttUrl
-    topic_filter: str
-    share_group: str
-    client_id: str
-    protocol: str = "5"
-    session_expiry_s: int = 86_400
-    receive_maximum: int = 10_000
-    ca_file: str | None = None
-    keepalive_s: int = 30
-    leave_on_stop: bool = False
-
-    @property
-    def subscription(self) -> str:
-        if self.share_group:
-            return f"$share/{self.share_group}/{self.topic_filter}"
-        return self.topic_filter
-
-
 def new_client(
-    sub: MqttSubscription, client_id: str, *, manual_ack: bool
+    sub: MqttSettings, client_id: str, *, manual_ack: bool
 ) -> tuple[mqtt.Client, Properties | None]:
     """A paho client set up from ``sub`` (TLS, credentials, backoff), not yet connected.
 
@@ -90,7 +68,8 @@ def new_client(
     if sub.url.username:
         client.username_pw_set(sub.url.username, sub.url.password)
     if sub.url.tls:
-        client.tls_set(ca_certs=sub.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        ca_file = str(sub.ca_file) if sub.ca_file is not None else None
+        client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     if not v5:
         return client, None
@@ -105,7 +84,7 @@ class MqttSource(DynamicSource[MqttMessage]):
 
     def __init__(
         self,
-        subscription: MqttSubscription,
+        subscription: MqttSettings,
         now_ms: Callable[[], int] = wall_clock_ms,
         heartbeats: HeartbeatPublisher | None = None,
     ) -> None:
@@ -135,7 +114,7 @@ class _IdlePartition(StatelessSourcePartition[MqttMessage]):
 class _MqttPartition(StatelessSourcePartition[MqttMessage]):
     def __init__(
         self,
-        sub: MqttSubscription,
+        sub: MqttSettings,
         client_id: str,
         now_ms: Callable[[], int],
         heartbeats: HeartbeatPublisher | None = None,

@@ -29,7 +29,7 @@ from connectors.kafka import OutboundRecord
 from domain.dead_letters import Stage
 from domain.notifications import Verdict
 from domain.readings import Reason
-from fleetwatch.metrics import NOTIFICATIONS, counted_dead_letter
+from runtime.metrics import NOTIFICATIONS, counted_dead_letter
 
 log = structlog.get_logger(__name__)
 

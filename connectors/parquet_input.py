@@ -33,7 +33,7 @@ from domain.readings import (
     Reason,
 )
 from domain.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS
-from fleetwatch.progress import Progress
+from runtime.progress import Progress
 
 COLUMNS = ["event_id", "truck_id", "ts", "speed_kmh", "lat", "lon"]
 # Rust's regex: ``$`` is the end of the text (no multi-line mode), unlike Python's.

@@ -15,7 +15,7 @@ from connectors.kafka import OutboundRecord
 from dataflows._guard import unprocessable
 from domain.dead_letters import Stage
 from domain.readings import Reading, Rejection, decode_canonical
-from fleetwatch.metrics import counted_dead_letter
+from runtime.metrics import counted_dead_letter
 
 
 def not_after_ms(record_ts_ms: int, received_at_ms: int, max_future_ms: int) -> int:

@@ -14,20 +14,29 @@ import structlog
 from bytewax.dataflow import Dataflow
 
 from connectors.kafka import check_kafka_properties, ensure_configured_topics
-from fleetwatch.logs import configure_logging
-from fleetwatch.settings import Settings
+from runtime.logs import configure_logging
+from runtime.settings import Settings
 
 
-def start(flow_name: str, settings: Settings, topics: Iterable[str]) -> None:
-    """Log the effective settings, fail fast on bad Kafka properties, create missing topics."""
+def prepare(
+    flow_name: str, settings: Settings, sections: Iterable[str], topics: Iterable[str]
+) -> None:
+    """Before a flow is built: validate the settings sections it needs (``sections`` names
+    ``Settings`` fields; each section that can be incomplete checks itself), log the
+    effective settings, fail fast on bad Kafka properties, create its missing topics."""
     configure_logging()
+    for name in sections:
+        section = getattr(settings, name)  # an unknown name is a bug: AttributeError
+        validate = getattr(section, "validate", None)
+        if validate is not None:
+            validate()
     log = structlog.get_logger(f"dataflows.{flow_name}")
     log.info("starting", flow=flow_name, settings=settings.redacted())
-    check_kafka_properties(settings)
+    check_kafka_properties(settings.kafka)
     topics = list(topics)
     if not topics:
         return  # e.g. a backfill to a file: no broker needed
-    ensure_configured_topics(settings, topics)
+    ensure_configured_topics(settings.kafka, topics)
 
 
 def lazy_flow(flow_from_settings: Callable[[Settings], Dataflow]) -> Callable[[str], Dataflow]:

@@ -20,7 +20,7 @@ import structlog
 
 from domain.dead_letters import Stage
 from domain.readings import Reason
-from fleetwatch.metrics import counted_dead_letter
+from runtime.metrics import counted_dead_letter
 
 log = structlog.get_logger("fleetwatch.unprocessable")
 

@@ -43,7 +43,7 @@ from connectors.kafka import (
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.liveness import InputClock, InputLiveness
 from dataflows._canonical import dead_letter, decode_telemetry, not_after_ms
-from dataflows._entry import lazy_flow, start
+from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
@@ -52,9 +52,9 @@ from domain.history import HistoryIndex
 from domain.readings import Reading, Reason, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
-from fleetwatch.clock import utc_now, wall_clock_ms
-from fleetwatch.metrics import ALERTS, LATE_READINGS, READINGS_IN, counted_dead_letter
-from fleetwatch.settings import Settings
+from runtime.clock import utc_now, wall_clock_ms
+from runtime.metrics import ALERTS, LATE_READINGS, READINGS_IN, counted_dead_letter
+from runtime.settings import Settings, Topics
 
 TruckArrivals = tuple[str, Arrivals]
 
@@ -63,18 +63,10 @@ _LATE = LATE_READINGS.labels("alerts")
 
 
 @dataclass(frozen=True)
-class AlertTopics:
-    telemetry: str
-    alerts: str
-    late: str
-    dlq: str
-
-
-@dataclass(frozen=True)
 class TelemetryDecoder:
     """Kafka fetches -> each truck's readings (keyed by truck), or dead letters."""
 
-    topics: AlertTopics
+    topics: Topics
     now: Callable[[], datetime]
     max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
 
@@ -119,7 +111,7 @@ class OutcomeRecords:
     """Rule outcomes -> Kafka records: alerts (enriched with the driver history in use) to
     the alerts topic, late readings as they came."""
 
-    topics: AlertTopics
+    topics: Topics
     now: Callable[[], datetime]
     history: Callable[[], HistoryIndex | None] = no_history
 
@@ -164,7 +156,7 @@ class OutcomeRecords:
 def build_flow(
     source: Source[Fetch],
     sink: Sink[OutboundRecord],
-    topics: AlertTopics,
+    topics: Topics,
     config: RuleConfig,
     now: Callable[[], datetime] = utc_now,
     idle_truck_ttl: timedelta = timedelta(hours=1),
@@ -206,54 +198,30 @@ def build_flow(
     return flow
 
 
-def history_store(settings: Settings) -> HistoryStore:
-    """The driver history: PostgreSQL when FLEET_HISTORY_DSN is set, else FLEET_HISTORY_DIR."""
-    if settings.history_dsn:
-        return HistoryStore.for_postgres(settings.history_dsn, settings.history_refresh_s)
-    return HistoryStore.for_directory(settings.history_dir, settings.history_refresh_s)
-
-
-def rule_config(settings: Settings) -> RuleConfig:
-    return RuleConfig(
-        threshold_kmh=settings.threshold_kmh,
-        violations=settings.violations,
-        window_ms=round(settings.window_s * 1000),
-        critical_kmh=settings.critical_kmh,
-        cooldown_ms=round(settings.cooldown_s * 1000),
-        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
-        max_pending=settings.max_pending_per_truck,
-    )
-
-
 def flow_from_settings(settings: Settings) -> Dataflow:
     """Plug the real Kafka source and sink into ``build_flow``."""
-    topics = AlertTopics(
-        settings.topic_telemetry, settings.topic_alerts, settings.topic_late, settings.topic_dlq
-    )
-    heartbeats = settings.topic_heartbeats
-    start(
-        "alerts", settings, [topics.telemetry, topics.alerts, topics.late, topics.dlq, heartbeats]
-    )
+    topics = settings.topics
+    used = [topics.telemetry, topics.alerts, topics.late, topics.dlq, topics.heartbeats]
+    prepare("alerts", settings, ["kafka", "topics", "rules", "stream", "history"], used)
     # A truck is quiet only while the input flows: outages do not count (connectors/liveness.py).
-    liveness = InputLiveness(forget_s=settings.bridge_forget_s)
-    HeartbeatMonitor(settings.kafka_config(), heartbeats, liveness, wall_clock_ms).start()
+    liveness = InputLiveness(forget_s=settings.stream.bridge_forget_s)
+    HeartbeatMonitor(settings.kafka.config(), topics.heartbeats, liveness, wall_clock_ms).start()
     input_clock = InputClock(liveness.live, utc_now).start()
     source = KafkaBatchSource(
-        settings.kafka_config(), topics.telemetry, tail=settings.kafka_tail, liveness=liveness
+        settings.kafka.config(), topics.telemetry, tail=settings.kafka.tail, liveness=liveness
     )
-    sink = ConfirmedKafkaSink(settings.kafka_producer_config(), wait_for_delivery=True)
-    idle_truck_ttl = timedelta(seconds=settings.idle_truck_ttl_s)
-    history = history_store(settings).start()
+    sink = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=True)
+    history = HistoryStore.from_settings(settings.history).start()
     return build_flow(
         source,
         sink,
         topics,
-        rule_config(settings),
+        settings.rules.config(),
         utc_now,
-        idle_truck_ttl,
+        timedelta(seconds=settings.stream.idle_truck_ttl_s),
         history.current,
-        max_future_ms=round(settings.max_future_s * 1000),
-        max_trucks=settings.max_trucks,
+        max_future_ms=settings.stream.max_future_ms,
+        max_trucks=settings.stream.max_trucks,
         quiet_clock=input_clock.now,
     )
 

@@ -45,12 +45,12 @@ from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.lake import Lake, LakeWriteError
 from connectors.log_sink import LogSink
 from dataflows._canonical import decode_records
-from dataflows._entry import lazy_flow, start
+from dataflows._entry import lazy_flow, prepare
 from domain.dead_letters import Stage
 from domain.timestamps import to_epoch_ms
-from fleetwatch.clock import utc_now
-from fleetwatch.metrics import READINGS_IN
-from fleetwatch.settings import Settings, SettingsError
+from runtime.clock import utc_now
+from runtime.metrics import READINGS_IN
+from runtime.settings import Settings
 
 log = structlog.get_logger("dataflows.archive")
 
@@ -231,30 +231,30 @@ def build_flow(source: Source[Fetch], step: ArchiveStep, rolls_out: Sink[Roll]) 
 
 
 def flow_from_settings(settings: Settings) -> Dataflow:
-    if settings.lake_dir is None:
-        raise SettingsError("FLEET_LAKE_DIR is required by dataflows.archive")
-    start("archive", settings, [settings.topic_telemetry, settings.topic_dlq])
-    lake = Lake(settings.lake_dir)
-    settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    used = [settings.topics.telemetry, settings.topics.dlq]
+    prepare("archive", settings, ["lake", "kafka", "topics", "stream"], used)
+    assert settings.lake.dir is not None  # validated
+    lake = Lake(settings.lake.dir)
+    settings.lake.dir.mkdir(parents=True, exist_ok=True)
 
     def start_offset(partition: int, _resume_state: int | None) -> int:
         resume = lake.resume_offset(partition)
         return OFFSET_BEGINNING if resume is None else resume
 
     source = KafkaBatchSource(
-        settings.kafka_config(),
-        settings.topic_telemetry,
-        tail=settings.kafka_tail,
+        settings.kafka.config(),
+        settings.topics.telemetry,
+        tail=settings.kafka.tail,
         start_offset=start_offset,
     )
     step = ArchiveStep(
         lake,
-        roll_bytes=round(settings.lake_roll_mb * 1024 * 1024),
-        roll_age=timedelta(seconds=settings.lake_roll_s),
-        telemetry_topic=settings.topic_telemetry,
-        dlq_topic=settings.topic_dlq,
-        send_dead_letters=ConfirmedProducer(settings.kafka_producer_config()).send_all,
-        max_future_ms=round(settings.max_future_s * 1000),
+        roll_bytes=round(settings.lake.roll_mb * 1024 * 1024),
+        roll_age=timedelta(seconds=settings.lake.roll_s),
+        telemetry_topic=settings.topics.telemetry,
+        dlq_topic=settings.topics.dlq,
+        send_dead_letters=ConfirmedProducer(settings.kafka.producer_config()).send_all,
+        max_future_ms=settings.stream.max_future_ms,
     )
     return build_flow(source, step, LogSink("lake_roll_written"))
 

@@ -42,9 +42,8 @@ from connectors.parquet_input import (
     TruckReadings,
     resolve_inputs,
 )
-from dataflows._entry import lazy_flow, start
+from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
-from dataflows.alerts import history_store, rule_config
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage
@@ -52,10 +51,10 @@ from domain.history import HistoryIndex
 from domain.readings import Reason, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
-from fleetwatch.clock import utc_now
-from fleetwatch.metrics import ALERTS, READINGS_IN, counted_dead_letter
-from fleetwatch.progress import Progress
-from fleetwatch.settings import Settings, SettingsError
+from runtime.clock import utc_now
+from runtime.metrics import ALERTS, READINGS_IN, counted_dead_letter
+from runtime.progress import Progress
+from runtime.settings import Settings
 
 KeyedLine = tuple[str, bytes]
 DEAD_LETTER_KEY = ""  # alert lines are keyed by truck id, which is never empty
@@ -175,28 +174,26 @@ def dead_letter_path(alerts_path: Path) -> Path:
 
 
 def flow_from_settings(settings: Settings) -> Dataflow:
-    if settings.backfill_input is None:
-        raise SettingsError("FLEET_BACKFILL_INPUT is required by dataflows.backfill")
-    if settings.alerts_out is None:
-        raise SettingsError(
-            "FLEET_ALERTS_OUT is required by dataflows.backfill ('kafka' or a .jsonl path)"
-        )
-    to_kafka = settings.alerts_out == "kafka"
-    start("backfill", settings, [settings.topic_alerts, settings.topic_dlq] if to_kafka else [])
-    files = resolve_inputs(settings.backfill_input)
-    config = rule_config(settings)
+    backfill = settings.backfill
+    to_kafka = backfill.alerts_out == "kafka"
+    used = [settings.topics.alerts, settings.topics.dlq] if to_kafka else []
+    prepare("backfill", settings, ["backfill", "rules", "history", "kafka", "topics"], used)
+    assert backfill.input is not None  # validated
+    assert backfill.alerts_out is not None
+    files = resolve_inputs(backfill.input)
+    config = settings.rules.config()
     progress = Progress()
     atexit.register(lambda: print(progress.summary(), file=sys.stderr, flush=True))
     # Loaded once: a history that changed halfway through would make the result depend on timing.
-    store: HistoryStore = history_store(settings)
+    store = HistoryStore.from_settings(settings.history)
     store.refresh()
     alerts_out: Sink[KeyedLine]
     dead_out: Sink[KeyedLine]
     if to_kafka:
-        alerts_out = KafkaTopicSink(settings.kafka_producer_config(), settings.topic_alerts)
-        dead_out = KafkaTopicSink(settings.kafka_producer_config(), settings.topic_dlq)
+        alerts_out = KafkaTopicSink(settings.kafka.producer_config(), settings.topics.alerts)
+        dead_out = KafkaTopicSink(settings.kafka.producer_config(), settings.topics.dlq)
     else:
-        path = Path(settings.alerts_out)
+        path = Path(backfill.alerts_out)
         alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))
     source = ParquetReadingsSource(files, config.lowest_limit_kmh, progress=progress)
     return build_flow(source, alerts_out, dead_out, config, store.current(), progress)

@@ -32,8 +32,8 @@ from connectors.kafka import (
     ConfirmedKafkaSink,
     OutboundRecord,
 )
-from connectors.mqtt import MqttMessage, MqttSource, MqttSubscription
-from dataflows._entry import lazy_flow, start
+from connectors.mqtt import MqttMessage, MqttSource
+from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from domain.dead_letters import Stage
 from domain.readings import (
@@ -43,10 +43,10 @@ from domain.readings import (
     parse_reading,
     truck_id_from_topic,
 )
-from fleetwatch.clock import wall_clock_ms
-from fleetwatch.metrics import READINGS_IN, counted_dead_letter
-from fleetwatch.settings import Settings
-from fleetwatch.shutdown import install_graceful_shutdown
+from runtime.clock import wall_clock_ms
+from runtime.metrics import READINGS_IN, counted_dead_letter
+from runtime.settings import Settings
+from runtime.shutdown import install_graceful_shutdown
 
 _MESSAGES_IN = READINGS_IN.labels("bridge")
 
@@ -136,36 +136,21 @@ def build_flow(
 
 def flow_from_settings(settings: Settings) -> Dataflow:
     """Plug the real MQTT source and Kafka sink into ``build_flow``."""
-    start(
-        "bridge",
-        settings,
-        [settings.topic_telemetry, settings.topic_dlq, settings.topic_heartbeats],
-    )
+    topics = settings.topics
+    used = [topics.telemetry, topics.dlq, topics.heartbeats]
+    prepare("bridge", settings, ["mqtt", "kafka", "topics", "stream"], used)
     install_graceful_shutdown()
-    subscription = MqttSubscription(
-        url=settings.mqtt_url,
-        topic_filter=settings.mqtt_topic,
-        share_group=settings.mqtt_share_group,
-        client_id=settings.mqtt_client_id,
-        protocol=settings.mqtt_protocol,
-        session_expiry_s=settings.mqtt_session_expiry_s,
-        receive_maximum=settings.mqtt_receive_maximum,
-        ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
-        leave_on_stop=settings.mqtt_leave_on_stop,
-    )
     routes = BridgeRoutes(
-        settings.mqtt_topic,
-        settings.topic_telemetry,
-        settings.topic_dlq,
-        max_future_ms=round(settings.max_future_s * 1000),
+        settings.mqtt.topic_filter,
+        topics.telemetry,
+        topics.dlq,
+        max_future_ms=settings.stream.max_future_ms,
     )
     # Asynchronous confirmation: each record's MQTT ack is its delivery callback.
-    sink = ConfirmedKafkaSink(settings.kafka_producer_config(), wait_for_delivery=False)
+    sink = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=False)
     # Heartbeats tell the alerts flow this bridge is up and keeping pace (connectors/heartbeat.py).
-    heartbeats = HeartbeatPublisher(
-        settings.kafka_config(), settings.topic_heartbeats, wall_clock_ms
-    )
-    return build_flow(MqttSource(subscription, heartbeats=heartbeats), sink, routes)
+    heartbeats = HeartbeatPublisher(settings.kafka.config(), topics.heartbeats, wall_clock_ms)
+    return build_flow(MqttSource(settings.mqtt, heartbeats=heartbeats), sink, routes)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -37,13 +37,13 @@ from connectors.kafka import ConfirmedProducer
 from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.notify_sink import NotifySink
-from dataflows._entry import lazy_flow, start
+from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from domain.dead_letters import Stage
 from domain.notifications import RetryPolicy, Routes, decode_alert, secret_bytes
 from domain.readings import Rejection
-from fleetwatch.metrics import NOTIFICATIONS, counted_dead_letter
-from fleetwatch.settings import Settings, SettingsError
+from runtime.metrics import NOTIFICATIONS, counted_dead_letter
+from runtime.settings import Settings, SettingsError
 
 KeyedAlert = tuple[str, tuple[dict[str, Any], bytes]]
 KeyedLine = tuple[str, bytes]
@@ -122,13 +122,14 @@ def load_routes(path: Path | None) -> Routes:
 
 
 def flow_from_settings(settings: Settings) -> Dataflow:
-    if settings.notify_url is None or settings.notify_secret is None:
-        raise SettingsError("dataflows.notify needs FLEET_NOTIFY_URL and FLEET_NOTIFY_SECRET")
-    start("notify", settings, [settings.topic_alerts, settings.topic_dlq])
-    routes = load_routes(settings.notify_routes)
-    secret = secret_bytes(settings.notify_secret)
-    url, zone = settings.notify_url, ZoneInfo(settings.notify_timezone)
-    policy = RetryPolicy(max_attempts=settings.notify_max_attempts)
+    used = [settings.topics.alerts, settings.topics.dlq]
+    prepare("notify", settings, ["notify", "kafka", "topics"], used)
+    assert settings.notify.url is not None  # validated
+    assert settings.notify.secret is not None
+    routes = load_routes(settings.notify.routes)
+    secret = secret_bytes(settings.notify.secret)
+    url, zone = settings.notify.url, ZoneInfo(settings.notify.timezone)
+    policy = RetryPolicy(max_attempts=settings.notify.max_attempts)
 
     def api() -> EmailApi:
         return EmailApi(
@@ -136,24 +137,24 @@ def flow_from_settings(settings: Settings) -> Dataflow:
             secret,
             routes,
             zone,
-            timeout_s=settings.notify_timeout_s,
+            timeout_s=settings.notify.timeout_s,
             policy=policy,
-            concurrency=settings.notify_concurrency,
+            concurrency=settings.notify.concurrency,
         )
 
-    producer = ConfirmedProducer(settings.kafka_producer_config())
+    producer = ConfirmedProducer(settings.kafka.producer_config())
     emails = NotifySink(
         api,
         producer.send_all,
-        settings.topic_alerts,
-        settings.topic_dlq,
-        settings.notify_retention_s,
+        settings.topics.alerts,
+        settings.topics.dlq,
+        settings.notify.retention_s,
     )
     source = KafkaBatchSource(
-        settings.kafka_config(), settings.topic_alerts, tail=settings.kafka_tail
+        settings.kafka.config(), settings.topics.alerts, tail=settings.kafka.tail
     )
-    dead = KafkaTopicSink(settings.kafka_producer_config(), settings.topic_dlq)
-    return build_flow(source, emails, dead, settings.topic_alerts, zone)
+    dead = KafkaTopicSink(settings.kafka.producer_config(), settings.topics.dlq)
+    return build_flow(source, emails, dead, settings.topics.alerts, zone)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -64,7 +64,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from domain.readings import Reading, encode_canonical
 from domain.rules import Detection, RuleConfig, TruckState
-from fleetwatch.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
+from runtime.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
 
 log = structlog.get_logger("fleetwatch.unprocessable")
 

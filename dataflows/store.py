@@ -38,15 +38,15 @@ from connectors.dynamodb import TelemetryTable, create_table, dynamodb_client
 from connectors.kafka import ConfirmedProducer, OutboundRecord
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from dataflows._canonical import decode_records
-from dataflows._entry import lazy_flow, start
+from dataflows._entry import lazy_flow, prepare
 from domain.dead_letters import Stage
 from domain.readings import Reading, encode_canonical
 from domain.timestamps import to_epoch_ms
-from fleetwatch.clock import utc_now
-from fleetwatch.logs import configure_logging
-from fleetwatch.metrics import READINGS_IN, counted_dead_letter
-from fleetwatch.redaction import redact_text
-from fleetwatch.settings import Settings
+from runtime.clock import utc_now
+from runtime.logs import configure_logging
+from runtime.metrics import READINGS_IN, counted_dead_letter
+from runtime.redaction import redact_text
+from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -139,29 +139,30 @@ def build_flow(source: Source[Fetch], decoder: StoreDecoder, sink: DynamoSink) -
 
 def telemetry_table(settings: Settings) -> Callable[[], TelemetryTable]:
     def build() -> TelemetryTable:
-        client = dynamodb_client(settings.dynamodb_region, settings.dynamodb_endpoint_url)
+        client = dynamodb_client(settings.dynamodb.region, settings.dynamodb.endpoint_url)
         return TelemetryTable(
-            client, settings.dynamodb_table, settings.dynamodb_retention_days * 86_400
+            client, settings.dynamodb.table, settings.dynamodb.retention_days * 86_400
         )
 
     return build
 
 
 def flow_from_settings(settings: Settings) -> Dataflow:
-    start("store", settings, [settings.topic_telemetry, settings.topic_dlq])
+    used = [settings.topics.telemetry, settings.topics.dlq]
+    prepare("store", settings, ["dynamodb", "kafka", "topics", "stream"], used)
     source = KafkaBatchSource(
-        settings.kafka_config(), settings.topic_telemetry, tail=settings.kafka_tail
+        settings.kafka.config(), settings.topics.telemetry, tail=settings.kafka.tail
     )
     decoder = StoreDecoder(
-        settings.topic_telemetry,
-        settings.topic_dlq,
-        max_future_ms=round(settings.max_future_s * 1000),
+        settings.topics.telemetry,
+        settings.topics.dlq,
+        max_future_ms=settings.stream.max_future_ms,
     )
     sink = DynamoSink(
         telemetry_table(settings),
-        ConfirmedProducer(settings.kafka_producer_config()).send_all,
-        settings.topic_telemetry,
-        settings.topic_dlq,
+        ConfirmedProducer(settings.kafka.producer_config()).send_all,
+        settings.topics.telemetry,
+        settings.topics.dlq,
     )
     return build_flow(source, decoder, sink)
 
@@ -175,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     configure_logging()
     settings = Settings.from_env()
-    client: Any = dynamodb_client(settings.dynamodb_region, settings.dynamodb_endpoint_url)
+    client: Any = dynamodb_client(settings.dynamodb.region, settings.dynamodb.endpoint_url)
     try:
-        created = create_table(client, settings.dynamodb_table)
+        created = create_table(client, settings.dynamodb.table)
     except Exception as exc:  # botocore's messages can quote the endpoint URL, user info and all
-        error = redact_text(f"{type(exc).__name__}: {exc}", urls=[settings.dynamodb_endpoint_url])
-        log.error("dynamodb_table_failed", table=settings.dynamodb_table, error=error)
+        error = redact_text(f"{type(exc).__name__}: {exc}", urls=[settings.dynamodb.endpoint_url])
+        log.error("dynamodb_table_failed", table=settings.dynamodb.table, error=error)
         return 1
-    log.info("dynamodb_table", table=settings.dynamodb_table, created=created)
+    log.info("dynamodb_table", table=settings.dynamodb.table, created=created)
     return 0
 
 

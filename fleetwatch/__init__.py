@@ -1,1 +1,6 @@
-"""fleetwatch application glue: settings, logging, the fleet simulator, local brokers, the demo."""
+"""fleetwatch's operator commands: what operators run by hand, beside the flows.
+
+``python -m fleetwatch.topics`` (create the topics), ``python -m fleetwatch.recovery_layout``
+(lay out and rebalance recovery partitions), ``python -m fleetwatch.replay`` (replay dead
+letters). They build on ``runtime`` and ``connectors``; the image ships them with the flows.
+"""

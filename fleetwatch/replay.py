@@ -49,8 +49,8 @@ from connectors.kafka import (
 from connectors.kafka_source import KafkaBatchSource
 from domain.dead_letters import DeadLetter
 from domain.timestamps import BadTimestamp, parse_rfc3339_ms
-from fleetwatch.logs import configure_logging
-from fleetwatch.settings import Settings, SettingsError
+from runtime.logs import configure_logging
+from runtime.settings import Settings, SettingsError
 
 log = structlog.get_logger("fleetwatch.replay")
 
@@ -233,19 +233,19 @@ def main(
     try:
         selection = selection_from(args)
         settings = settings_from_env()
-        check_kafka_properties(settings)
+        check_kafka_properties(settings.kafka)
     except (ValueError, SettingsError) as error:  # SettingsError is a ValueError
         log.error("replay_refused", error=str(error))
         return EXIT_USAGE
-    config = settings.kafka_config()
+    config = settings.kafka.config()
     try:
-        if not topic_exists(config, settings.topic_dlq):
-            log.error("replay_failed", error=f"no Kafka topic {settings.topic_dlq!r} (the DLQ)")
+        if not topic_exists(config, settings.topics.dlq):
+            log.error("replay_failed", error=f"no Kafka topic {settings.topics.dlq!r} (the DLQ)")
             return EXIT_KAFKA
-        result = plan(read_topic(config, settings.topic_dlq), selection, args.to)
+        result = plan(read_topic(config, settings.topics.dlq), selection, args.to)
         if not args.dry_run and result.records:
             if args.to is not None:
-                ensure_configured_topics(settings, [args.to])
+                ensure_configured_topics(settings.kafka, [args.to])
             missing = sorted(t for t in result.by_topic if not topic_exists(config, t))
             if missing:
                 log.error(

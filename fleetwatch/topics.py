@@ -13,17 +13,17 @@ import sys
 import structlog
 
 from connectors.kafka import KafkaUnreachable, check_kafka_properties, ensure_configured_topics
-from fleetwatch.logs import configure_logging
-from fleetwatch.settings import Settings, SettingsError
+from runtime.logs import configure_logging
+from runtime.settings import Settings, SettingsError
 
 
 def contract_topics(settings: Settings) -> list[str]:
     return [
-        settings.topic_telemetry,
-        settings.topic_alerts,
-        settings.topic_dlq,
-        settings.topic_late,
-        settings.topic_heartbeats,
+        settings.topics.telemetry,
+        settings.topics.alerts,
+        settings.topics.dlq,
+        settings.topics.late,
+        settings.topics.heartbeats,
     ]
 
 
@@ -32,13 +32,13 @@ def main() -> int:
     log = structlog.get_logger("fleetwatch.topics")
     try:
         settings = Settings.from_env()
-        check_kafka_properties(settings)
+        check_kafka_properties(settings.kafka)
         topics = contract_topics(settings)
-        ensure_configured_topics(settings, topics)
+        ensure_configured_topics(settings.kafka, topics)
     except (SettingsError, KafkaUnreachable) as error:
         log.error("topics_not_created", error=str(error))
         return 2
-    log.info("topics_ready", topics=topics, partitions=settings.topic_partitions)
+    log.info("topics_ready", topics=topics, partitions=settings.kafka.topic_partitions)
     return 0
 
 

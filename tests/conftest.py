@@ -15,7 +15,7 @@ settings.load_profile("fleetwatch")
 
 
 def _unprocessable_count() -> float:
-    from fleetwatch.metrics import DEAD_LETTERS
+    from runtime.metrics import DEAD_LETTERS
 
     return sum(
         sample.value

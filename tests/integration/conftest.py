@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.localbrokers import LocalBrokers, local_brokers
-from fleetwatch.localdynamo import dynalite
+from devtools.localbrokers import LocalBrokers, local_brokers
+from devtools.localdynamo import dynalite
 from tests.integration.flows import Namespace
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def logs(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def durable_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrokers]:
-    """Tansu on moto's S3 (fleetwatch.localbrokers, durable mode) and its own Mosquitto; always
+    """Tansu on moto's S3 (devtools.localbrokers, durable mode) and its own Mosquitto; always
     local, whatever FLEET_TEST_KAFKA_BROKERS says: its users restart ``durable_brokers.kafka``."""
     with local_brokers(tmp_path_factory.mktemp("durable"), os.environ, durable=True) as started:
         yield started

@@ -1,5 +1,5 @@
 """A throttling proxy in front of a DynamoDB-API server, for the store tests (the server
-itself: fleetwatch/localdynamo.py, or FLEET_TEST_DYNAMODB_URL)."""
+itself: devtools/localdynamo.py, or FLEET_TEST_DYNAMODB_URL)."""
 
 from __future__ import annotations
 

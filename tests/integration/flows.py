@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetwatch.localbrokers import LocalBrokers, free_port
+from devtools.localbrokers import LocalBrokers, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from connectors.history import load_history_dir
-from connectors.mqtt_publisher import publish_paced
+from devtools.localbrokers import LocalBrokers
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from domain.history import driver_context
 from domain.rules import RuleConfig
 from domain.timestamps import parse_rfc3339_ms
-from fleetwatch.localbrokers import LocalBrokers
-from fleetwatch.settings import SAMPLE_HISTORY_DIR, MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from runtime.settings import SAMPLE_HISTORY_DIR, MqttUrl
 from tests.integration.flows import (
     FlowProcess,
     Namespace,

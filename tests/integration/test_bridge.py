@@ -6,10 +6,10 @@ import base64
 from collections import Counter
 from pathlib import Path
 
-from connectors.mqtt_publisher import publish_paced
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from domain.readings import Reason, encode_canonical
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from runtime.settings import MqttUrl
 from tests.integration.flows import (
     FlowProcess,
     Namespace,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.mqtt_publisher import publish_paced
-from fleetwatch.localbrokers import LocalBrokers, amqtt_broker
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator
+from devtools.localbrokers import LocalBrokers, amqtt_broker
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator
+from runtime.settings import MqttUrl
 from tests.integration.flows import FlowProcess, Namespace, consume_readings, consume_until
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.mqtt_publisher import MqttPublisher, publish_paced
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator
+from devtools.mqtt_publisher import MqttPublisher, publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator
+from runtime.settings import MqttUrl
 from tests.builders import payload
 from tests.integration.flows import FlowProcess, Namespace, consume_readings, consume_until
 from tests.integration.reports import report

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.mqtt_publisher import MqttPublisher
-from fleetwatch.localbrokers import (
+from devtools.localbrokers import (
     BrokerProcess,
     LocalBrokers,
     current_user,
     free_port,
     mosquitto_available,
 )
-from fleetwatch.settings import MqttUrl
+from devtools.mqtt_publisher import MqttPublisher
+from runtime.settings import MqttUrl
 from tests.builders import payload
 from tests.integration.flows import FlowProcess, Namespace, consume_until
 

@@ -13,17 +13,17 @@ from bytewax.recovery import init_db_dir
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from connectors.kafka import KAFKA_DELIVERY_EXIT_CODE
-from connectors.mqtt_publisher import publish_paced
-from domain.readings import Reading, encode_canonical
-from fleetwatch.localbrokers import (
+from devtools.localbrokers import (
     BrokerProcess,
     LocalBrokers,
     free_port,
     mosquitto_broker,
     tansu_broker,
 )
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from domain.readings import Reading, encode_canonical
+from runtime.settings import MqttUrl
 from tests.builders import BEGINNING_MS
 from tests.integration.flows import (
     FlowProcess,

@@ -45,14 +45,14 @@ from bytewax.recovery import init_db_dir
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.dynamodb import LATEST, item_values, newest_per_truck
-from connectors.mqtt_publisher import MqttPublisher
+from devtools.email_receiver import EmailReceiver
+from devtools.localbrokers import LocalBrokers
+from devtools.localdynamo import AWS_ENV
+from devtools.mqtt_publisher import MqttPublisher
+from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from domain.readings import Reading
 from domain.rules import RuleConfig
-from fleetwatch.email_receiver import EmailReceiver
-from fleetwatch.localbrokers import LocalBrokers
-from fleetwatch.localdynamo import AWS_ENV
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from runtime.settings import MqttUrl
 from tests.integration.flows import (
     ROOT,
     FlowProcess,

@@ -28,10 +28,11 @@ from bytewax.testing import run_main
 from connectors.kafka import OutboundRecord
 from connectors.kafka_source import Fetch
 from connectors.liveness import InputClock
-from dataflows.alerts import AlertTopics, build_flow
+from dataflows.alerts import build_flow
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import parse_rfc3339_ms, to_epoch_ms
+from runtime.settings import Topics
 from tests.integration.reports import report
 from tests.reference import reference_alerts
 
@@ -42,7 +43,7 @@ STEP = timedelta(hours=1)
 FORWARD_AT_S, BACK_AT_S, END_S = 6.0, 14.0, 24.0
 QUIET_TRUCKS = {"Q1": FORWARD_AT_S - 0.5, "Q2": BACK_AT_S - 0.5}  # last reading, then silence
 CONFIG = RuleConfig(allowed_lateness_ms=int(LATENESS_S * 1000), cooldown_ms=0)
-TOPICS = AlertTopics("telemetry", "alerts", "late", "dlq")
+TOPICS = Topics(telemetry="telemetry", alerts="alerts", dlq="dlq", late="late")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Drill (issue 15): the e-mail API is down for longer than the notifier's retry budget.
 
-A real Kafka broker and the local receiver (fleetwatch.email_receiver), answering every
+A real Kafka broker and the local receiver (devtools.email_receiver), answering every
 call 503 while it is down. Expected: every alert is on the DLQ as ``undeliverable``, none
 lost, none e-mailed; once the API is back, ``python -m fleetwatch.replay`` puts them on a
 replay topic and a one-shot notifier e-mails each exactly once; a second replay makes calls
@@ -28,11 +28,11 @@ import pytest
 from bytewax.recovery import init_db_dir
 
 from connectors.kafka import ensure_topics
+from devtools.email_receiver import EmailReceiver, Fail
 from domain.alerts import build_alert, encode_alert
 from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading
 from domain.rules import Detection, Rule
-from fleetwatch.email_receiver import EmailReceiver, Fail
 from tests.builders import BEGINNING_MS
 from tests.integration.flows import ROOT, FlowProcess, Namespace, consume_until, produce
 from tests.integration.reports import report

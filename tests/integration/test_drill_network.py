@@ -33,13 +33,13 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.mqtt_publisher import publish_paced
+from devtools.localbrokers import BrokerProcess, LocalBrokers, free_port, tansu_broker
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from domain.alerts import alert_id
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
-from fleetwatch.localbrokers import BrokerProcess, LocalBrokers, free_port, tansu_broker
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from runtime.settings import MqttUrl
 from tests.builders import BEGINNING_MS
 from tests.integration.flows import FlowProcess, Namespace, Record, Samples, scrape
 from tests.integration.load import SteadyLoad

@@ -24,8 +24,8 @@ from connectors.history import (
     load_history_postgres,
 )
 from domain.timestamps import to_epoch_ms
-from fleetwatch.metrics import HISTORY_RELOADS
-from fleetwatch.settings import SAMPLE_HISTORY_DIR
+from runtime.metrics import HISTORY_RELOADS
+from runtime.settings import SAMPLE_HISTORY_DIR
 
 BASE_DSN = os.environ.get("FLEET_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 NOON = to_epoch_ms(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))

@@ -15,7 +15,7 @@ from connectors.history import ASSIGNMENTS_FILE, DRIVERS_FILE
 from connectors.parquet import write_atomically
 from domain.readings import Reading, encode_canonical
 from domain.timestamps import to_epoch_ms
-from fleetwatch.settings import SAMPLE_HISTORY_DIR
+from runtime.settings import SAMPLE_HISTORY_DIR
 from tests.integration.flows import FlowProcess, Namespace, Record, consume_until, produce
 
 T0 = to_epoch_ms(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))

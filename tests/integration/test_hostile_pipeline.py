@@ -14,12 +14,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from connectors.mqtt_publisher import publish_paced
+from devtools.email_receiver import EmailReceiver
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
-from fleetwatch.email_receiver import EmailReceiver
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator
+from runtime.settings import MqttUrl
 from tests.integration.flows import FlowProcess, Namespace, consume_until, produce
 from tests.reference import reference_alerts
 from tests.unit.test_hostile_input import CORPUS

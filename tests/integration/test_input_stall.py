@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.mqtt_publisher import publish_paced
+from devtools.localbrokers import tansu_broker
+from devtools.mqtt_publisher import publish_paced
 from domain.readings import Reading, encode_canonical
-from fleetwatch.localbrokers import tansu_broker
-from fleetwatch.settings import MqttUrl
+from runtime.settings import MqttUrl
 from tests.builders import BEGINNING_MS
 from tests.integration.flows import FlowProcess, Namespace, consume_until, produce
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from devtools.localbrokers import free_port
 from domain.alerts import alert_id
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
-from fleetwatch.localbrokers import free_port
 from fleetwatch.recovery_layout import partitions_in
-from fleetwatch.settings import SAMPLE_HISTORY_DIR
+from runtime.settings import SAMPLE_HISTORY_DIR
 from tests.builders import BEGINNING_MS
 from tests.integration.flows import (
     FlowProcess,

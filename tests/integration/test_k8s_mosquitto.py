@@ -27,9 +27,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devtools.localbrokers import BrokerProcess, current_user, free_port
 from domain.readings import truck_id_from_topic
-from fleetwatch.localbrokers import BrokerProcess, current_user, free_port
-from fleetwatch.settings import Settings
+from runtime.settings import Settings
 from tests.kube import K8S, build, find, pod_containers
 
 pytestmark = pytest.mark.integration
@@ -77,13 +77,13 @@ def bridge() -> Bridge:
         for name, value in main.env.items()
     }
     settings = Settings.from_env(env)
-    assert settings.mqtt_url.username == bridge_user()
+    assert settings.mqtt.url.username == bridge_user()
     return Bridge(
         user=bridge_user(),
         # connectors/mqtt.py: worker n of a bridge process is "<FLEET_MQTT_CLIENT_ID>-<n>".
-        client_id=f"{settings.mqtt_client_id}-0",
-        topic_filter=settings.mqtt_topic,
-        subscription=f"$share/{settings.mqtt_share_group}/{settings.mqtt_topic}",
+        client_id=f"{settings.mqtt.client_id}-0",
+        topic_filter=settings.mqtt.topic_filter,
+        subscription=f"$share/{settings.mqtt.share_group}/{settings.mqtt.topic_filter}",
     )
 
 

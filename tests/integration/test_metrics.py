@@ -12,10 +12,10 @@ import pytest
 
 from connectors.kafka import ensure_topics
 from connectors.kafka_source import KafkaBatchSource
+from devtools.localbrokers import free_port
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
-from fleetwatch.localbrokers import free_port
-from fleetwatch.metrics import CONSUMER_LAG
+from runtime.metrics import CONSUMER_LAG
 from tests.builders import BEGINNING_MS, payload
 from tests.integration.flows import FlowProcess, Namespace, consume_until, produce, scrape, value
 from tests.reference import reference_alerts

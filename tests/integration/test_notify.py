@@ -1,4 +1,4 @@
-"""dataflows.notify against a real local HTTP server (fleetwatch.email_receiver) and a real
+"""dataflows.notify against a real local HTTP server (devtools.email_receiver) and a real
 Kafka broker: retries, permanent failures, duplicates, hostile alerts and hostile answers,
 and kill -9 with resume."""
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from bytewax.recovery import init_db_dir
 
+from devtools.email_receiver import EmailReceiver, Fail
 from domain.alerts import build_alert, encode_alert
 from domain.readings import Reading
 from domain.rules import Detection, Rule
-from fleetwatch.email_receiver import EmailReceiver, Fail
 from tests.builders import BEGINNING_MS
 from tests.integration.flows import FlowProcess, Namespace, consume_until, produce
 from tests.integration.reports import report

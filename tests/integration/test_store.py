@@ -19,8 +19,8 @@ import pytest
 from bytewax.recovery import init_db_dir
 
 from connectors.dynamodb import LATEST, history_key, item_values
+from devtools.localdynamo import AWS_ENV
 from domain.readings import Reading, encode_canonical
-from fleetwatch.localdynamo import AWS_ENV
 from tests.builders import BEGINNING_MS
 from tests.integration.dynamo import ThrottlingProxy
 from tests.integration.flows import ROOT, FlowProcess, Namespace, consume_until, produce

@@ -10,14 +10,15 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.kafka import OutboundRecord
 from connectors.kafka_source import Fetch
-from dataflows.alerts import AlertTopics, build_flow
+from dataflows.alerts import build_flow
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import from_epoch_ms
+from runtime.settings import Topics
 from tests.builders import BEGINNING, reading, seconds
 from tests.reference import AlertKey, reference_alerts
 
-TOPICS = AlertTopics("telemetry", "alerts", "late", "dlq")
+TOPICS = Topics(telemetry="telemetry", alerts="alerts", dlq="dlq", late="late")
 CONFIG = RuleConfig()
 
 

@@ -16,7 +16,7 @@ from connectors.parquet_input import BackfillInputError, ParquetReadingsSource, 
 from dataflows.backfill import build_flow, dead_letter_path
 from domain.readings import Reading
 from domain.rules import RuleConfig
-from fleetwatch.progress import Progress
+from runtime.progress import Progress
 from tests.builders import BEGINNING_MS
 from tests.reference import reference_alerts
 

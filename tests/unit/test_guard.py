@@ -28,7 +28,7 @@ from dataflows.bridge import BridgeRoutes
 from dataflows.bridge import build_flow as bridge_flow
 from domain.readings import Reading, Rejection, decode_canonical, parse_reading
 from domain.rules import RuleConfig
-from fleetwatch.progress import Progress
+from runtime.progress import Progress
 from tests.builders import BEGINNING, RECEIVED_MS, payload
 from tests.reference import reference_alerts
 from tests.unit.test_alerts_flow import CONFIG, TOPICS, FakeClock, alert_keys, fast, message, on

@@ -32,6 +32,7 @@ from connectors.history import (
     load_history_dir,
 )
 from connectors.parquet import write_atomically
+from devtools.history_generator import HistoryShape, generate
 from domain.alerts import build_alert, encode_alert
 from domain.history import (
     EARLIEST_MS,
@@ -45,9 +46,8 @@ from domain.history import (
 from domain.readings import MAX_SPEED_KMH, Reading
 from domain.rules import Detection, Rule
 from domain.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS, to_epoch_ms
-from fleetwatch.history_generator import HistoryShape, generate
-from fleetwatch.metrics import HISTORY_RELOADS
-from fleetwatch.settings import SAMPLE_HISTORY_DIR
+from runtime.metrics import HISTORY_RELOADS
+from runtime.settings import SAMPLE_HISTORY_DIR
 
 NOON = to_epoch_ms(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
 ROW = 3  # hostile values go into this row of the sample: errors must name it

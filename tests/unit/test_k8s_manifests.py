@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fleetwatch.settings import Settings
+from runtime.settings import Settings
 from tests.kube import K8S, ROOT, Manifest, build, find, image_entrypoint
 
 KUBERNETES = "1.34"  # a current release; kubernetes-validate ships its schemas
@@ -141,8 +141,8 @@ def test_every_pod_is_scraped_and_hardened(manifests: list[Manifest]) -> None:
 def test_the_config_map_holds_valid_settings(manifests: list[Manifest]) -> None:
     data = find(manifests, "ConfigMap", "fleetwatch-config")["data"]
     settings = Settings.from_env(data)  # raises, naming the variable, on a bad value
-    assert settings.topic_telemetry == "fleet.telemetry"
-    source = (ROOT / "fleetwatch" / "settings.py").read_text()
+    assert settings.topics.telemetry == "fleet.telemetry"
+    source = (ROOT / "runtime" / "settings.py").read_text()
     for key in data:
         assert key.startswith("FLEET_")
         assert f'"{key}"' in source or key.startswith("FLEET_KAFKA_"), f"unknown setting {key}"

@@ -12,7 +12,7 @@ from connectors.mqtt import MqttMessage
 from connectors.notify_sink import NotifySink
 from dataflows.bridge import BridgeRoutes
 from domain.notifications import Verdict
-from fleetwatch.metrics import DEAD_LETTERS, NOTIFICATIONS, READINGS_IN
+from runtime.metrics import DEAD_LETTERS, NOTIFICATIONS, READINGS_IN
 from tests.builders import RECEIVED_MS, payload
 
 

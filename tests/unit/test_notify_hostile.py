@@ -25,6 +25,7 @@ from connectors.kafka import OutboundRecord
 from connectors.kafka_source import Fetch
 from connectors.notify_sink import NotifySink
 from dataflows import notify
+from devtools.email_receiver import EmailReceiver, Fail
 from domain.alerts import build_alert, encode_alert
 from domain.history import Assignment, Driver, HistoryIndex
 from domain.notifications import (
@@ -39,8 +40,7 @@ from domain.notifications import (
 )
 from domain.readings import Reading, Rejection
 from domain.rules import Detection, Rule
-from fleetwatch.email_receiver import EmailReceiver, Fail
-from fleetwatch.metrics import DEAD_LETTERS
+from runtime.metrics import DEAD_LETTERS
 from tests.builders import BEGINNING_MS
 
 SECRET = b"0123456789abcdef0123456789abcdef"

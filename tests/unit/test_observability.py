@@ -10,9 +10,10 @@ from bytewax.testing import TestingSink, TestingSource
 from bytewax.visualize import to_mermaid
 from prometheus_client import REGISTRY
 
-import fleetwatch.metrics  # noqa: F401  (registers the metrics)
-from dataflows.alerts import AlertTopics, build_flow
+import runtime.metrics  # noqa: F401  (registers the metrics)
+from dataflows.alerts import build_flow
 from domain.rules import RuleConfig
+from runtime.settings import Topics
 from tests.kube import K8S, ROOT
 
 
@@ -38,6 +39,6 @@ def test_every_dashboard_query_uses_served_metrics() -> None:
 
 
 def test_the_readme_shows_the_alerts_graph_as_bytewax_draws_it() -> None:
-    topics = AlertTopics("fleet.telemetry", "fleet.alerts", "fleet.telemetry.late", "fleet.dlq")
+    topics = Topics()
     flow = build_flow(TestingSource([]), TestingSink([]), topics, RuleConfig())
     assert to_mermaid(flow).strip() in (ROOT / "README.md").read_text()

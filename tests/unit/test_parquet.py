@@ -7,8 +7,8 @@ from pathlib import Path
 import polars as pl
 
 from connectors.parquet import READING_SCHEMA, write_readings
+from devtools.simulator import main as simulator_main
 from domain.readings import Reading
-from fleetwatch.simulator import main as simulator_main
 from tests.builders import BEGINNING_MS
 
 

@@ -1,4 +1,4 @@
-"""fleetwatch.redaction: secrets masked in URLs, DSNs, Kafka properties and free text; and the
+"""runtime.redaction: secrets masked in URLs, DSNs, Kafka properties and free text; and the
 connectors that quote a URL or DSN in an error (issue 14: secrets never reach logs)."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from domain.history import Assignment, Driver, HistoryIndex
 from domain.notifications import RetryPolicy, Routes, Verdict
 from domain.readings import Reading
 from domain.rules import Detection, Rule
-from fleetwatch import redaction
-from fleetwatch.redaction import (
+from runtime import redaction
+from runtime.redaction import (
     MASK,
     conninfo_error,
     is_secret_name,
@@ -256,7 +256,7 @@ def test_redact_text_leaves_ordinary_text_alone() -> None:
 def test_redaction_is_pure() -> None:
     """No I/O: nothing the domain may not import either (tests/unit/test_layers.py)."""
     imported: set[str] = set()
-    for node in ast.walk(ast.parse((ROOT / "fleetwatch" / "redaction.py").read_text())):
+    for node in ast.walk(ast.parse((ROOT / "runtime" / "redaction.py").read_text())):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:

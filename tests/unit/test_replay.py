@@ -20,7 +20,7 @@ from fleetwatch.replay import (
     plan,
     selection_from,
 )
-from fleetwatch.settings import Settings
+from runtime.settings import Settings
 from tests.builders import BEGINNING_MS
 
 ALERT = json.dumps({"alert_id": "a" * 32, "truck_id": "T7", "rule": "instant_overspeed"}).encode()

@@ -9,35 +9,43 @@ from pathlib import Path
 import pytest
 
 from connectors.kafka import check_kafka_properties
-from fleetwatch.settings import SAMPLE_HISTORY_DIR, MqttUrl, Settings, SettingsError
+from runtime.settings import SAMPLE_HISTORY_DIR, MqttUrl, Settings, SettingsError
 
 
 def test_contract_defaults() -> None:
     settings = Settings.from_env({})
-    assert settings.mqtt_url == MqttUrl("127.0.0.1", 1883, tls=False)
-    assert settings.mqtt_topic == "fleet/+/telemetry"
-    assert settings.kafka_brokers == ("127.0.0.1:9092",)
+    assert settings.mqtt.url == MqttUrl("127.0.0.1", 1883, tls=False)
+    assert settings.mqtt.topic_filter == "fleet/+/telemetry"
+    assert settings.kafka.brokers == ("127.0.0.1:9092",)
     assert (
-        settings.topic_telemetry,
-        settings.topic_alerts,
-        settings.topic_dlq,
-        settings.topic_late,
+        settings.topics.telemetry,
+        settings.topics.alerts,
+        settings.topics.dlq,
+        settings.topics.late,
     ) == (
         "fleet.telemetry",
         "fleet.alerts",
         "fleet.dlq",
         "fleet.telemetry.late",
     )
-    assert settings.kafka_tail is True
-    assert settings.history_dir == SAMPLE_HISTORY_DIR
-    assert (settings.threshold_kmh, settings.violations, settings.window_s) == (90, 5, 600)
-    assert (settings.critical_kmh, settings.cooldown_s, settings.allowed_lateness_s) == (
+    assert settings.kafka.tail is True
+    assert settings.history.dir == SAMPLE_HISTORY_DIR
+    assert (settings.rules.threshold_kmh, settings.rules.violations, settings.rules.window_s) == (
+        90,
+        5,
+        600,
+    )
+    assert (
+        settings.rules.critical_kmh,
+        settings.rules.cooldown_s,
+        settings.rules.allowed_lateness_s,
+    ) == (
         130,
         600,
         10,
     )
-    assert settings.lake_dir is None
-    assert settings.kafka_properties == {}
+    assert settings.lake.dir is None
+    assert settings.kafka.properties == {}
 
 
 def test_mqtt_url_forms() -> None:
@@ -123,7 +131,7 @@ def test_a_dsn_libpq_reads_as_meant_is_accepted() -> None:
         "postgres://db/fleet?user=fleet&password=hunter2",
         "host=db user=fleet password='p@ss w0rd\\' x'",
     ):
-        assert Settings.from_env({"FLEET_HISTORY_DSN": dsn}).history_dsn == dsn
+        assert Settings.from_env({"FLEET_HISTORY_DSN": dsn}).history.dsn == dsn
 
 
 def test_mqtt_url_redacted() -> None:
@@ -142,7 +150,7 @@ def test_kafka_passthrough_maps_variable_to_property() -> None:
             "FLEET_KAFKA_SASL_PASSWORD": "hunter2",
         }
     )
-    assert settings.kafka_config() == {
+    assert settings.kafka.config() == {
         "bootstrap.servers": "a:1,b:2",
         "security.protocol": "SASL_SSL",
         "sasl.password": "hunter2",
@@ -150,12 +158,12 @@ def test_kafka_passthrough_maps_variable_to_property() -> None:
 
 
 def test_delivery_budget_is_the_producers_message_timeout() -> None:
-    assert Settings.from_env({}).kafka_delivery_budget_s == 600
+    assert Settings.from_env({}).kafka.delivery_budget_s == 600
     settings = Settings.from_env({"FLEET_KAFKA_DELIVERY_BUDGET_S": "42.5"})
-    assert settings.kafka_delivery_budget_s == 42.5
-    assert "delivery.budget.s" not in settings.kafka_config()  # fleetwatch's own, not passed on
-    assert "message.timeout.ms" not in settings.kafka_config()  # consumers would warn
-    assert settings.kafka_producer_config() == {
+    assert settings.kafka.delivery_budget_s == 42.5
+    assert "delivery.budget.s" not in settings.kafka.config()  # fleetwatch's own, not passed on
+    assert "message.timeout.ms" not in settings.kafka.config()  # consumers would warn
+    assert settings.kafka.producer_config() == {
         "bootstrap.servers": "127.0.0.1:9092",
         "message.timeout.ms": "42500",
     }
@@ -232,42 +240,44 @@ def test_redacted_settings_hold_no_secret_anywhere(dsn: str) -> None:
         environ.pop("FLEET_HISTORY_DSN")
     settings = Settings.from_env(environ)
     if dsn.startswith("postgresql://"):
-        settings = dataclasses.replace(settings, history_dsn=dsn)
+        settings = dataclasses.replace(
+            settings, history=dataclasses.replace(settings.history, dsn=dsn)
+        )
     redacted = settings.redacted()
     for shown in (repr(redacted), json.dumps(redacted), repr(settings), str(settings)):
         for secret in SECRET_STRINGS:
             assert secret not in shown
     # and what is not secret is still there to read
-    assert redacted["mqtt_url"] == "mqtts://bob:***@broker.example:8883"
-    assert redacted["notify_url"] == "https://mailer:***@mail.example/v1/send?api_key=***"
-    assert redacted["dynamodb_endpoint_url"] == "http://dyn:***@dynamo:8000/?X-Amz-Signature=***"
-    assert redacted["notify_secret"] == "***"
-    assert redacted["kafka_properties"]["security.protocol"] == "SASL_SSL"
-    assert redacted["kafka_properties"]["sasl.username"] == "fleet"
-    assert redacted["kafka_properties"]["sasl.oauthbearer.config"] == "***"
-    assert "db" in redacted["history_dsn"]
-    assert "fleet" in redacted["history_dsn"]
+    assert redacted["mqtt"]["url"] == "mqtts://bob:***@broker.example:8883"
+    assert redacted["notify"]["url"] == "https://mailer:***@mail.example/v1/send?api_key=***"
+    assert redacted["dynamodb"]["endpoint_url"] == "http://dyn:***@dynamo:8000/?X-Amz-Signature=***"
+    assert redacted["notify"]["secret"] == "***"
+    assert redacted["kafka"]["properties"]["security.protocol"] == "SASL_SSL"
+    assert redacted["kafka"]["properties"]["sasl.username"] == "fleet"
+    assert redacted["kafka"]["properties"]["sasl.oauthbearer.config"] == "***"
+    assert "db" in redacted["history"]["dsn"]
+    assert "fleet" in redacted["history"]["dsn"]
 
 
 def test_bad_kafka_property_value_names_the_variable() -> None:
     settings = Settings.from_env({"FLEET_KAFKA_SECURITY_PROTOCOL": "carrier_pigeon"})
     with pytest.raises(SettingsError, match="FLEET_KAFKA_SECURITY_PROTOCOL"):
-        check_kafka_properties(settings)
+        check_kafka_properties(settings.kafka)
 
 
 def test_unknown_kafka_property_names_the_variable() -> None:
     settings = Settings.from_env({"FLEET_KAFKA_NO_SUCH_THING": "1"})
     with pytest.raises(SettingsError, match="FLEET_KAFKA_NO_SUCH_THING"):
-        check_kafka_properties(settings)
+        check_kafka_properties(settings.kafka)
 
 
 def test_valid_kafka_property_passes() -> None:
-    check_kafka_properties(Settings.from_env({"FLEET_KAFKA_COMPRESSION_TYPE": "lz4"}))
+    check_kafka_properties(Settings.from_env({"FLEET_KAFKA_COMPRESSION_TYPE": "lz4"}).kafka)
 
 
 def test_optional_paths() -> None:
     settings = Settings.from_env(
         {"FLEET_LAKE_DIR": "/data/lake", "FLEET_ALERTS_OUT": "out/a.jsonl"}
     )
-    assert settings.lake_dir == Path("/data/lake")
-    assert settings.alerts_out == "out/a.jsonl"
+    assert settings.lake.dir == Path("/data/lake")
+    assert settings.backfill.alerts_out == "out/a.jsonl"

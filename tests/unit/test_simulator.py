@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from devtools.simulator import FleetConfig, FleetSimulator
 from domain.readings import Reading, Reason, Rejection, parse_reading, truck_id_from_topic
-from fleetwatch.simulator import FleetConfig, FleetSimulator
 
 CONFIG = FleetConfig(
     trucks=30, seed=7, bad_share=0.05, resend_share=0.03, disorder_s=3.0, episode_chance=0.05

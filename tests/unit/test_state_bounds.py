@@ -37,7 +37,7 @@ from dataflows.speeding import (
 )
 from domain.readings import Reading, encode_canonical
 from domain.rules import Detection, Rule, RuleConfig, SpeedingRules, TruckState, Verdict
-from fleetwatch.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
+from runtime.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
 from tests.builders import BEGINNING, BEGINNING_MS, reading, seconds
 from tests.unit.test_alerts_flow import FakeClock
 

@@ -218,7 +218,7 @@ def s3_server(workdir: Path, port: int | None = None, bucket: str = S3_BUCKET) -
     """moto's S3 on a free port, serving one request at a time (see the module docstring).
     Its objects live in its memory: they outlast any number of Tansu restarts, not its own."""
     port = port or free_port()
-    command = [sys.executable, "-m", "fleetwatch.localbrokers", "s3", "--port", str(port)]
+    command = [sys.executable, "-m", "devtools.localbrokers", "s3", "--port", str(port)]
     return S3Server("moto-s3", command, port, workdir, bucket=bucket)
 
 
@@ -345,7 +345,7 @@ def local_brokers(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fleetwatch.localbrokers")
+    parser = argparse.ArgumentParser(prog="python -m devtools.localbrokers")
     commands = parser.add_subparsers(dest="command", required=True)
     s3 = commands.add_parser("s3", help="moto's S3 server, one request at a time (tests)")
     s3.add_argument("--port", type=int, required=True)

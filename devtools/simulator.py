@@ -4,7 +4,7 @@ For a given seed the same messages come out in the same order: cruising speeds, 
 episodes (several readings over 90 km/h), rare critical spikes (over 130 km/h), resends of
 earlier readings (same payload, same event_id), bounded disorder of event time, every ``ts``
 form the contract allows, and a share of bad payloads, each tagged with the DLQ reason the
-bridge must give it. ``python -m fleetwatch.simulator --help`` publishes them over MQTT or
+bridge must give it. ``python -m devtools.simulator --help`` publishes them over MQTT or
 writes the valid readings as Parquet.
 """
 
@@ -215,7 +215,7 @@ def timezone_plus_two() -> timezone:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fleetwatch.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.simulator", description=__doc__)
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
     parser.add_argument("--mqtt-protocol", choices=["5", "3.1.1"], default="5")
     parser.add_argument("--trucks", type=int, default=20)
@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         write_readings(readings, args.parquet)
         print(f"wrote {len(readings)} readings to {args.parquet}", file=sys.stderr)
         return 0
-    from connectors.mqtt_publisher import publish_paced
-    from fleetwatch.settings import MqttUrl
+    from devtools.mqtt_publisher import publish_paced
+    from runtime.settings import MqttUrl
 
     started = time.monotonic()
     sent = publish_paced(

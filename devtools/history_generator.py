@@ -1,12 +1,12 @@
 """Deterministic driver history for the simulator's trucks (CONTRACT.md section 6).
 
-``python -m fleetwatch.history_generator --out DIR --start 2026-11-20 --days 11``
+``python -m devtools.history_generator --out DIR --start 2026-11-20 --days 11``
 
 Three 8-hour shifts a day (06:00, 14:00, 22:00 UTC), each a new assignment, so drivers
 change at shift boundaries. Some trucks keep one driver open-ended; every 10th truck has
 no assignment at all; some handovers overlap by 15 minutes (the later driver wins); one
 truck in 50 names a driver who is not in drivers.parquet. The shipped sample
-(``fleetwatch/sample_history``) is this script's output with its defaults.
+(``runtime/sample_history``) is this script's output with its defaults.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def write(shape: HistoryShape, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fleetwatch.history_generator", description=__doc__
+        prog="python -m devtools.history_generator", description=__doc__
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--trucks", type=int, default=HistoryShape.trucks)

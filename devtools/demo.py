@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from connectors.kafka_monitor import TopicTally
-from connectors.mqtt_publisher import publish_paced
+from devtools.email_receiver import EmailReceiver
+from devtools.history_generator import HistoryShape
+from devtools.history_generator import write as write_history
+from devtools.kafka_monitor import TopicTally
+from devtools.localbrokers import LocalBrokers, local_brokers
+from devtools.mqtt_publisher import publish_paced
+from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from domain.alerts import alert_id
 from domain.rules import RuleConfig, TruckState
 from domain.timestamps import to_epoch_ms
-from fleetwatch.email_receiver import EmailReceiver
-from fleetwatch.history_generator import HistoryShape
-from fleetwatch.history_generator import write as write_history
-from fleetwatch.localbrokers import LocalBrokers, local_brokers
-from fleetwatch.settings import MqttUrl
-from fleetwatch.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from runtime.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parents[1]
 TELEMETRY, DLQ, ALERTS = "fleet.telemetry", "fleet.dlq", "fleet.alerts"
@@ -313,7 +313,7 @@ def _summary(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleetwatch.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of publishing")
     parser.add_argument("--rate", type=float, default=2_000.0, help="messages per second")
     parser.add_argument("--trucks", type=int, default=200)

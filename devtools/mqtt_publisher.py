@@ -6,12 +6,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from connectors.mqtt import MqttSubscription, new_client
-from fleetwatch.settings import MqttUrl
+from connectors.mqtt import new_client
+from runtime.settings import MqttSettings, MqttUrl
 
 _MAX_OUTSTANDING = 50_000
 
@@ -27,7 +28,9 @@ class MqttPublisher:
         ca_file: str | None = None,
     ) -> None:
         client_id = client_id or f"fleetwatch-sim-{uuid.uuid4().hex[:8]}"
-        sub = MqttSubscription(url, "#", "", client_id, protocol, ca_file=ca_file)
+        sub = MqttSettings(
+            url, "#", "", client_id, protocol, ca_file=Path(ca_file) if ca_file else None
+        )
         self._client, properties = new_client(sub, sub.client_id, manual_ack=False)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)

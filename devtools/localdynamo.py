@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fleetwatch.localbrokers import BrokerProcess, free_port
+from devtools.localbrokers import BrokerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DYNALITE_VERSION = "3.2.2"
