@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import ensure_topics
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import free_port, local_brokers
 from domain.readings import Reading, encode_canonical
 
@@ -90,17 +88,19 @@ def count(bootstrap: str, topic: str) -> int:
     return total
 
 
-def timed(commands: list[list[str]], env: dict[str, str], log: Path) -> float:
+def timed(flows: list[FlowProcess], timeout_s: float = 1800) -> float:
+    """Start ``flows`` together and wait until every one ended; their wall time in s."""
     started = time.monotonic()
-    with log.open("ab") as out:
-        processes = [
-            subprocess.Popen(c, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-            for c in commands
-        ]
-        for process in processes:
-            if process.wait(timeout=1800) != 0:
-                raise RuntimeError(f"{process.args!r} failed; see {log}")
-    return time.monotonic() - started
+    for flow in flows:
+        flow.start()
+    try:
+        for flow in flows:
+            if flow.wait(timeout_s) != 0:
+                raise RuntimeError(f"{flow.command!r} failed; see {flow.log_path}")
+        return time.monotonic() - started
+    finally:
+        for flow in flows:
+            flow.kill()  # only those still running: after a failure or a timeout
 
 
 def run(readings: int, trucks: int) -> dict[str, dict[str, float]]:
@@ -113,19 +113,21 @@ def run(readings: int, trucks: int) -> dict[str, dict[str, float]]:
         seconds = prefill(bootstrap, "bench.telemetry", readings, trucks)
         shape = f"{trucks} trucks, {PARTITIONS} partitions"
         print(f"prefilled {readings} readings ({shape}) in {seconds:.1f}s")
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-        base_env.update(
-            FLEET_KAFKA_BROKERS=bootstrap,
-            FLEET_TOPIC_TELEMETRY="bench.telemetry",
-            FLEET_KAFKA_TAIL="false",
-            FLEET_TOPIC_PARTITIONS=str(PARTITIONS),
-        )
+        base_env = {
+            "FLEET_KAFKA_BROKERS": bootstrap,
+            "FLEET_TOPIC_TELEMETRY": "bench.telemetry",
+            "FLEET_KAFKA_TAIL": "false",
+            "FLEET_TOPIC_PARTITIONS": str(PARTITIONS),
+        }
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
-        flow = [sys.executable, "-m", "bytewax.run", "dataflows.alerts"]
-        contenders = {
-            "plain loop": [[sys.executable, "-m", "benchmarks.plain_alerts"]],
-            "alerts flow, 1 process": [flow],
-            "alerts flow, 2 processes": [[*flow, "-i", str(i), "-a", addresses] for i in range(2)],
+        # label: its processes, each (module, arguments, runner: None for python -m module)
+        contenders: dict[str, list[tuple[str, list[str], str | None]]] = {
+            "plain loop": [("benchmarks.plain_alerts", [], None)],
+            "alerts flow, 1 process": [("dataflows.alerts", [], "bytewax.run")],
+            "alerts flow, 2 processes": [
+                ("dataflows.alerts", ["-i", str(i), "-a", addresses], "bytewax.run")
+                for i in range(2)
+            ],
         }
         for index, (label, commands) in enumerate(contenders.items()):
             env = {
@@ -133,7 +135,8 @@ def run(readings: int, trucks: int) -> dict[str, dict[str, float]]:
                 "FLEET_TOPIC_ALERTS": f"bench.alerts.{index}",
                 "FLEET_TOPIC_LATE": f"bench.late.{index}",
             }
-            seconds = timed(commands, env, Path(tmp) / f"contender-{index}.log")
+            log = Path(tmp) / f"contender-{index}.log"
+            seconds = timed([FlowProcess(m, env, log, args, runner=r) for m, args, r in commands])
             alerts = count(bootstrap, f"bench.alerts.{index}")
             rate = readings / seconds
             results[label] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,16 +17,18 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from benchmarks.processes import pipeline_env, start_until, stop
+from benchmarks.processes import STOP_TIMEOUT_S, pipeline_env, start_until
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import LocalBrokers, local_brokers
 from devtools.mqtt_publisher import publish_paced
 from devtools.simulator import FleetConfig, FleetSimulator
 from runtime.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTENDERS = {
-    "bridge (bytewax)": [sys.executable, "-m", "bytewax.run", "dataflows.bridge"],
-    "bare forwarder": [sys.executable, "-m", "benchmarks.bare_forwarder"],
+# label: (module, what runs it: bytewax.run, or None for ``python -m module``)
+CONTENDERS: dict[str, tuple[str, str | None]] = {
+    "bridge (bytewax)": ("dataflows.bridge", "bytewax.run"),
+    "bare forwarder": ("benchmarks.bare_forwarder", None),
 }
 
 
@@ -65,23 +66,24 @@ def run(messages: int, trucks: int) -> dict[str, dict[str, float]]:
         tempfile.TemporaryDirectory(prefix="fleetwatch-bench-") as tmp,
         local_brokers(Path(tmp)) as brokers,
     ):
-        for index, (label, command) in enumerate(CONTENDERS.items()):
+        for index, (label, (module, runner)) in enumerate(CONTENDERS.items()):
             name = f"bench{index}"
             env = _env(brokers, name)
-            log = Path(tmp) / f"{name}.log"
-            stop(
-                start_until(command, env, log, "mqtt_subscribed")
-            )  # creates the persistent session
+            # First a run that creates the persistent session (its own log: the drain's wait
+            # below must not be satisfied by this run's subscription).
+            session = FlowProcess(module, env, Path(tmp) / f"{name}-session.log", runner=runner)
+            start_until(session, "mqtt_subscribed").stop(STOP_TIMEOUT_S)
             config = FleetConfig(
                 trucks=trucks, seed=9, topic_template=f"{name}/{{truck_id}}/telemetry"
             )
             batch = [(m.topic, m.payload) for m in FleetSimulator(config).messages(messages)]
             publish_paced(MqttUrl.parse(brokers.mqtt_url), brokers.mqtt_protocol, batch, rate=0)
-            process = start_until(command, env, log, "mqtt_subscribed")
+            drain = FlowProcess(module, env, Path(tmp) / f"{name}.log", runner=runner)
+            start_until(drain, "mqtt_subscribed")
             try:
                 count, span = _drain_span(brokers.kafka_brokers, f"{name}.telemetry", messages, 300)
             finally:
-                stop(process)
+                drain.stop(STOP_TIMEOUT_S)
             if count < messages:
                 raise RuntimeError(f"{label}: only {count} of {messages} messages arrived")
             results[label] = {

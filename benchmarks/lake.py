@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.alerts import prefill
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import local_brokers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,12 +71,12 @@ def polars_violation_counts(root: Path) -> tuple[float, int]:
     return time.perf_counter() - started, counts.height
 
 
-def run_flow(module: str, env: dict[str, str]) -> float:
+def run_flow(module: str, env: dict[str, str], log: Path) -> float:
+    """Run ``module`` to its end; its wall time in s, start-up included."""
     started = time.perf_counter()
-    command = [sys.executable, "-m", "bytewax.run", module]
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{module} failed:\n{result.stderr.decode()[-2000:]}")
+    flow = FlowProcess(module, env, log)
+    if flow.run(timeout_s=3600) != 0:
+        raise RuntimeError(f"{module} failed:\n{flow.log_tail()}")
     return time.perf_counter() - started
 
 
@@ -88,18 +86,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--archive-rows", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "lake.json")
     args = parser.parse_args(argv)
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fleetwatch-lake-") as tmp:
         lake = Path(tmp) / "lake"
         results["lake_build_s"] = round(build_lake(lake, args.rows), 2)
         polars_s, windows = polars_violation_counts(lake)
         env = {
-            **base_env,
             "FLEET_BACKFILL_INPUT": str(lake),
             "FLEET_ALERTS_OUT": str(Path(tmp) / "alerts.jsonl"),
         }
-        backfill_s = run_flow("dataflows.backfill", env)
+        backfill_s = run_flow("dataflows.backfill", env, Path(tmp) / "backfill.log")
         alerts = sum(1 for _ in (Path(tmp) / "alerts.jsonl").open())
         results.update(
             rows=args.rows,
@@ -113,13 +109,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         with local_brokers(Path(tmp) / "brokers") as brokers:
             prefill(brokers.kafka_brokers, "bench.telemetry", args.archive_rows, 2_000)
             env = {
-                **base_env,
                 "FLEET_KAFKA_BROKERS": brokers.kafka_brokers,
                 "FLEET_TOPIC_TELEMETRY": "bench.telemetry",
                 "FLEET_KAFKA_TAIL": "false",
                 "FLEET_LAKE_DIR": str(Path(tmp) / "archived"),
             }
-            archive_s = run_flow("dataflows.archive", env)
+            archive_s = run_flow("dataflows.archive", env, Path(tmp) / "archive.log")
             stored = (
                 pl.scan_parquet(Path(tmp) / "archived" / "**" / "*.parquet")
                 .select(pl.len())

@@ -28,8 +28,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from benchmarks.processes import pipeline_env, start_until, stop
+from benchmarks.processes import STOP_TIMEOUT_S, pipeline_env, start_until
 from connectors.kafka_source import FETCH_WAIT_MAX_MS
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import LocalBrokers, local_brokers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,10 +80,6 @@ class AlertClock:
             self._thread.join(10)
 
 
-def _flow(module: str, env: dict[str, str], log: Path, ready: str) -> subprocess.Popen[bytes]:
-    return start_until([sys.executable, "-m", "bytewax.run", module], env, log, ready)
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))
@@ -100,8 +97,12 @@ def run_one(
         FLEET_ALLOWED_LATENESS_S=str(lateness),
         FLEET_COOLDOWN_S="0",
     )
-    bridge = _flow("dataflows.bridge", env, workdir / f"{name}-bridge.log", "mqtt_subscribed")
-    alerts = _flow("dataflows.alerts", env, workdir / f"{name}-alerts.log", "history_loaded")
+    bridge = start_until(
+        FlowProcess("dataflows.bridge", env, workdir / f"{name}-bridge.log"), "mqtt_subscribed"
+    )
+    alerts = start_until(
+        FlowProcess("dataflows.alerts", env, workdir / f"{name}-alerts.log"), "history_loaded"
+    )
     clock = AlertClock(brokers.kafka_brokers, f"{name}.alerts").start()
     published = workdir / f"{name}-published.json"
     try:
@@ -133,8 +134,8 @@ def run_one(
         time.sleep(1.0)  # stragglers and repeats
     finally:
         clock.stop()
-        stop(alerts)
-        stop(bridge)
+        alerts.stop(STOP_TIMEOUT_S)
+        bridge.stop(STOP_TIMEOUT_S)
     # Steady state only: not the first WARMUP_S seconds (consumers starting, caches cold),
     # and not the last ALLOWED_LATENESS + 1 s, whose readings wait for the quiet-truck flush
     # (no newer reading comes to move their truck's watermark once the load stops).

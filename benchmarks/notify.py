@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from devtools.email_receiver import EmailReceiver
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import local_brokers
 from domain.alerts import build_alert, encode_alert
 from domain.readings import Reading
@@ -45,23 +43,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 )
                 producer.produce("bench.alerts", value, reading.truck_id)
             producer.flush()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-            env.update(
-                FLEET_KAFKA_BROKERS=brokers.kafka_brokers,
-                FLEET_TOPIC_ALERTS="bench.alerts",
-                FLEET_KAFKA_TAIL="false",
-                FLEET_NOTIFY_URL=receiver.url,
-                FLEET_NOTIFY_SECRET=SECRET,
-                FLEET_NOTIFY_CONCURRENCY=str(args.concurrency),
-            )
+            env = {
+                "FLEET_KAFKA_BROKERS": brokers.kafka_brokers,
+                "FLEET_TOPIC_ALERTS": "bench.alerts",
+                "FLEET_KAFKA_TAIL": "false",
+                "FLEET_NOTIFY_URL": receiver.url,
+                "FLEET_NOTIFY_SECRET": SECRET,
+                "FLEET_NOTIFY_CONCURRENCY": str(args.concurrency),
+            }
+            flow = FlowProcess("dataflows.notify", env, Path(tmp) / "notify.log")
             started = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "bytewax.run", "dataflows.notify"],
-                env=env,
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
+            if flow.run(timeout_s=3600) != 0:
+                raise RuntimeError(f"dataflows.notify failed:\n{flow.log_tail()}")
             seconds = time.perf_counter() - started
     finally:
         receiver.stop()

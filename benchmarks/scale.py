@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -32,6 +29,7 @@ from bytewax.recovery import init_db_dir
 
 from benchmarks.alerts import PARTITIONS, prefill
 from dataflows.speeding import SpeedingRulesStep
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import local_brokers
 from domain.readings import Reading
 from domain.rules import RuleConfig
@@ -73,14 +71,8 @@ def drain(
     env: dict[str, str], log: Path, args: list[str]
 ) -> tuple[float, int]:  # (seconds, peak RSS bytes)
     started = time.monotonic()
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "dataflows.alerts", *args],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = FlowProcess("dataflows.alerts", env, log, args).start().process
+    assert process is not None
     peak = 0
     status = Path(f"/proc/{process.pid}/status")
     while process.poll() is None:
@@ -106,12 +98,11 @@ def run(quick: bool) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="fleetwatch-scale-") as tmp,
         local_brokers(Path(tmp)) as brokers,
     ):
-        base = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-        base.update(
-            FLEET_KAFKA_BROKERS=brokers.kafka_brokers,
-            FLEET_KAFKA_TAIL="false",
-            FLEET_TOPIC_PARTITIONS=str(PARTITIONS),
-        )
+        base = {
+            "FLEET_KAFKA_BROKERS": brokers.kafka_brokers,
+            "FLEET_KAFKA_TAIL": "false",
+            "FLEET_TOPIC_PARTITIONS": str(PARTITIONS),
+        }
         for trucks in fleets:
             topic = f"scale.{trucks}"
             prefill(brokers.kafka_brokers, topic, trucks * READINGS_PER_TRUCK, trucks)

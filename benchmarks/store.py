@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import boto3
 
 from benchmarks.alerts import PARTITIONS, prefill, timed
 from connectors.dynamodb import create_table
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import local_brokers
 from devtools.localdynamo import AWS_ENV, dynalite
 
@@ -47,18 +47,16 @@ def _measure(bootstrap: str, url: str, readings: int, trucks: int, tmp: Path) ->
     os.environ.update({k: os.environ.get(k, v) for k, v in AWS_ENV.items()})
     client = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1")
     create_table(client, table)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update(
-        FLEET_KAFKA_BROKERS=bootstrap,
-        FLEET_TOPIC_TELEMETRY="bench.telemetry",
-        FLEET_TOPIC_PARTITIONS=str(PARTITIONS),
-        FLEET_KAFKA_TAIL="false",
-        FLEET_DYNAMODB_TABLE=table,
-        FLEET_DYNAMODB_ENDPOINT_URL=url,
-        FLEET_DYNAMODB_REGION="us-east-1",
-    )
-    command = [sys.executable, "-m", "bytewax.run", "dataflows.store"]
-    seconds = timed([command], env, tmp / "store.log")
+    env = {
+        "FLEET_KAFKA_BROKERS": bootstrap,
+        "FLEET_TOPIC_TELEMETRY": "bench.telemetry",
+        "FLEET_TOPIC_PARTITIONS": str(PARTITIONS),
+        "FLEET_KAFKA_TAIL": "false",
+        "FLEET_DYNAMODB_TABLE": table,
+        "FLEET_DYNAMODB_ENDPOINT_URL": url,
+        "FLEET_DYNAMODB_REGION": "us-east-1",
+    }
+    seconds = timed([FlowProcess("dataflows.store", env, tmp / "store.log")])
     stored = client.describe_table(TableName=table)["Table"].get("ItemCount", 0)
     count = sum(
         page["Count"]

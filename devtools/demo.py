@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +26,7 @@ from devtools.email_receiver import EmailReceiver
 from devtools.history_generator import HistoryShape
 from devtools.history_generator import write as write_history
 from devtools.kafka_monitor import TopicTally
+from devtools.launcher import FlowProcess
 from devtools.localbrokers import LocalBrokers, local_brokers
 from devtools.mqtt_publisher import publish_paced
 from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
@@ -77,55 +76,26 @@ class Expected:
 
 
 def _flow_env(brokers: LocalBrokers, history_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update(
-        {
-            "FLEET_HISTORY_DIR": str(history_dir),
-            "FLEET_MQTT_URL": brokers.mqtt_url,
-            "FLEET_MQTT_PROTOCOL": brokers.mqtt_protocol,
-            "FLEET_MQTT_SHARE_GROUP": "fleetwatch-bridge" if brokers.shared_subscriptions else "",
-            "FLEET_KAFKA_BROKERS": brokers.kafka_brokers,
-            "FLEET_TOPIC_PARTITIONS": "4",
-            "FLEET_LAKE_DIR": str(history_dir.parent / "lake"),
-            "FLEET_LAKE_ROLL_S": "5",
-        }
-    )
-    return env
+    """The flows' settings; the launcher adds the inherited environment (no FLEET_*)."""
+    return {
+        "FLEET_HISTORY_DIR": str(history_dir),
+        "FLEET_MQTT_URL": brokers.mqtt_url,
+        "FLEET_MQTT_PROTOCOL": brokers.mqtt_protocol,
+        "FLEET_MQTT_SHARE_GROUP": "fleetwatch-bridge" if brokers.shared_subscriptions else "",
+        "FLEET_KAFKA_BROKERS": brokers.kafka_brokers,
+        "FLEET_TOPIC_PARTITIONS": "4",
+        "FLEET_LAKE_DIR": str(history_dir.parent / "lake"),
+        "FLEET_LAKE_ROLL_S": "5",
+    }
 
 
 @contextmanager
-def _flow(name: str, env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log_path = workdir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-        )
+def _flow(name: str, env: dict[str, str], workdir: Path) -> Iterator[FlowProcess]:
+    process = FlowProcess(f"dataflows.{name}", env, workdir / f"{name}.log").start()
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()  # SIGTERM: graceful where the flow supports it
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _wait_for_log(
-    log_path: Path, event: str, process: subprocess.Popen[bytes], timeout_s: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if f'"event": "{event}"' in log_path.read_text(errors="replace"):
-            return
-        if process.poll() is not None:
-            raise RuntimeError(f"flow exited early; see {log_path}")
-        time.sleep(0.1)
-    raise TimeoutError(f"no {event} in {log_path} after {timeout_s} s")
+        process.stop(timeout_s=20)  # SIGTERM: graceful where the flow supports it
 
 
 def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
@@ -159,7 +129,7 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         print(f"  Kafka {'tansu' if brokers.kafka else 'external'} at {brokers.kafka_brokers}")
         env = _flow_env(brokers, history_dir)
         bridge = flows.enter_context(_flow("bridge", env, workdir))
-        _wait_for_log(workdir / "bridge.log", "mqtt_subscribed", bridge)
+        bridge.wait_for_event("mqtt_subscribed")
         flows.enter_context(_flow("alerts", env, workdir))
         flows.enter_context(_flow("archive", env, workdir))
         receiver = EmailReceiver(DEMO_SECRET.encode(), verbose=True).start()
@@ -229,16 +199,9 @@ def _wait_for_emails(receiver: EmailReceiver, alert_ids: set[str], timeout_s: fl
 
 
 def _bounded(name: str, env: dict[str, str], workdir: Path) -> None:
-    with (workdir / f"{name}.log").open("ab") as log:
-        subprocess.run(
-            [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-            check=True,
-            timeout=300,
-        )
+    flow = FlowProcess(f"dataflows.{name}", env, workdir / f"{name}.log")
+    if flow.run(timeout_s=300) != 0:
+        raise RuntimeError(f"dataflows.{name} failed; see {flow.log_path}")
 
 
 def _archive_then_backfill(env: dict[str, str], workdir: Path) -> set[str]:

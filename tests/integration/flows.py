@@ -1,17 +1,14 @@
-"""Run fleetwatch flows as real processes, and read Kafka topics back, for integration tests."""
+"""Run fleetwatch flows as real processes (devtools/launcher.py), and read Kafka topics back,
+for integration tests."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.launcher import FlowProcess  # the tests import it from here too
 from devtools.localbrokers import LocalBrokers, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,80 +56,6 @@ class Namespace:
         }
         env.update(overrides)
         return env
-
-
-@dataclass
-class FlowProcess:
-    """``python -m bytewax.run dataflows.<name>`` in its own process, logs to a file."""
-
-    module: str
-    env: Mapping[str, str]
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> FlowProcess:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-        environment.update(self.env)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bytewax.run", self.module, *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=environment,
-            )
-        return self
-
-    def log_events(self) -> list[dict[str, object]]:
-        events = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    continue
-        return events
-
-    def wait_for_event(self, event: str, count: int = 1, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if sum(e.get("event") == event for e in self.log_events()) >= count:
-                return
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.module} exited {self.process.returncode}:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"no {count}x {event!r} from {self.module} in {timeout_s} s:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL: no flush, no close, no goodbye."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        """SIGTERM, the graceful stop; returns the exit code."""
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def wait(self, timeout_s: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout_s)
 
 
 def cluster_addresses(processes: int) -> str:
