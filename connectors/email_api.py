@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,6 +40,7 @@ from domain.notifications import (
     render,
     sign,
 )
+from runtime.clock import utc_now
 from runtime.redaction import redact_text
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,7 @@ class EmailApi:
         policy: RetryPolicy | None = None,
         concurrency: int = 8,
         sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self._url = url
         self._secret = secret
@@ -81,6 +83,7 @@ class EmailApi:
         )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="notify")
         self._sleep = sleep
+        self._now = now  # the webhook timestamp and a Retry-After date are wall-clock time
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
 
@@ -95,7 +98,7 @@ class EmailApi:
             return Delivery(alert_id, Verdict.UNPROCESSABLE, 0, f"{type(exc).__name__}: {exc}", exc)
         detail = ""
         for attempt in range(1, self._policy.max_attempts + 1):
-            timestamp = int(time.time())
+            timestamp = int(self._now().timestamp())
             headers = {
                 "content-type": "application/json",
                 "webhook-id": alert_id,
@@ -117,7 +120,7 @@ class EmailApi:
                 return Delivery(alert_id, verdict, attempt, detail)
             if attempt < self._policy.max_attempts:
                 with self._rng_lock:
-                    delay = self._policy.delay_s(attempt, retry_after, self._rng, datetime.now(UTC))
+                    delay = self._policy.delay_s(attempt, retry_after, self._rng, self._now())
                 log.warning(
                     "notify_retrying",
                     alert_id=alert_id,
