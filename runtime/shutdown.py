@@ -22,8 +22,3 @@ def install_graceful_shutdown() -> None:
 
 def shutdown_requested() -> bool:
     return _requested.is_set()
-
-
-def request_shutdown() -> None:
-    """For tests: behave as if SIGTERM had arrived."""
-    _requested.set()
