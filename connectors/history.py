@@ -504,15 +504,15 @@ class HistoryStore:
         try:
             index = self._loader()
         except _READ_ERRORS as exc:
-            # Once per change of the source: a broken file is reported, not spammed. A
-            # refusal never reaches the flow; the index in use stays the last good one.
-            if signature != self._seen:
-                log.error(
-                    "history_reload_failed",
-                    source=self._source,
-                    error=str(exc),
-                    keeping="last good data",
-                )
+            # Once per change of the source (an unchanged one returned above): a broken file
+            # is reported, not spammed. A refusal never reaches the flow; the index in use
+            # stays the last good one.
+            log.error(
+                "history_reload_failed",
+                source=self._source,
+                error=str(exc),
+                keeping="last good data",
+            )
             self._seen = signature
             HISTORY_RELOADS.labels(self._source, "failed").inc()
             return False
