@@ -39,7 +39,10 @@ class BridgeStatus:
 
 
 class HeartbeatSource(Protocol):
-    """A bridge worker (connectors/mqtt.py ``_MqttPartition``)."""
+    """A bridge worker (connectors/mqtt.py ``_MqttPartition``), as ``HeartbeatPublisher``
+    calls it: ``status()`` every ``interval_s`` from the publisher's thread while registered,
+    and once more from ``unregister(leaving=True)`` on the worker's own thread. It must be
+    cheap and safe to call from another thread."""
 
     client_id: str
 

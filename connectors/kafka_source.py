@@ -21,6 +21,7 @@ import structlog
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
+from typing_extensions import override
 
 from connectors.liveness import STATISTICS_INTERVAL_MS, InputLiveness
 from runtime.metrics import CONSUMER_LAG
@@ -74,6 +75,7 @@ class KafkaBatchSource(FixedPartitionedSource[Fetch, int]):
         self._start_offset = start_offset
         self._liveness = liveness
 
+    @override
     def list_parts(self) -> list[str]:
         metadata = (
             AdminClient(self._config).list_topics(self._topic, timeout=30).topics[self._topic]
@@ -84,6 +86,7 @@ class KafkaBatchSource(FixedPartitionedSource[Fetch, int]):
             )
         return [str(partition) for partition in sorted(metadata.partitions)]
 
+    @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> StatefulSourcePartition[Fetch, int]:
@@ -150,6 +153,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
         self._lag_updated = 0.0
 
+    @override
     def next_batch(self) -> list[Fetch]:
         if self._fatal is not None:
             self._on_error(self._fatal)
@@ -224,9 +228,11 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
         if self._liveness is not None:
             self._liveness.report_statistics(self._topic, self._partition, statistics, self._offset)
 
+    @override
     def snapshot(self) -> int:
         return self._offset
 
+    @override
     def close(self) -> None:
         if self._liveness is not None:
             self._liveness.unregister(self._topic, self._partition)

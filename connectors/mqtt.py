@@ -26,6 +26,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from typing_extensions import override
 
 from connectors.heartbeat import BridgeStatus, HeartbeatPublisher, heartbeat_status
 from runtime.clock import wall_clock_ms
@@ -92,6 +93,7 @@ class MqttSource(DynamicSource[MqttMessage]):
         self._now_ms = now_ms
         self._heartbeats = heartbeats
 
+    @override
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSourcePartition[MqttMessage]:
@@ -107,6 +109,7 @@ class MqttSource(DynamicSource[MqttMessage]):
 
 
 class _IdlePartition(StatelessSourcePartition[MqttMessage]):
+    @override
     def next_batch(self) -> list[MqttMessage]:
         raise StopIteration
 
@@ -209,6 +212,7 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
             self._connected, self._received, self._acknowledged, self._progress_at
         )
 
+    @override
     def next_batch(self) -> list[MqttMessage]:
         inbox = self._inbox
         if shutdown_requested() and not inbox and self._ready_to_stop():
@@ -237,6 +241,7 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         waited_too_long = now - self._leaving_since >= _MAX_LEAVING_S
         return (self._unsubscribed.is_set() and quiet) or waited_too_long
 
+    @override
     def close(self, ack_timeout_s: float = 10.0) -> None:
         # Give Kafka's confirmations of the last records time to arrive. A retiring worker
         # that got every message acknowledged ends its session (expiry 0): nothing is left

@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from typing_extensions import override
 
 from domain.readings import (
     EVENT_ID_RULE,
@@ -160,9 +161,11 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
         self._lock = threading.Lock()
         self._cache: _Prepared | None = None
 
+    @override
     def list_parts(self) -> list[str]:
         return [str(b) for b in range(self._buckets)]
 
+    @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> StatefulSourcePartition[Item, int]:
@@ -261,6 +264,7 @@ class _ListPartition(StatefulSourcePartition[Item, int]):
             next(self._chunks, None)
             self._position += 1
 
+    @override
     def next_batch(self) -> list[Item]:
         chunk = next(self._chunks, None)
         if chunk is None:
@@ -268,5 +272,6 @@ class _ListPartition(StatefulSourcePartition[Item, int]):
         self._position += 1
         return chunk
 
+    @override
     def snapshot(self) -> int:
         return self._position
