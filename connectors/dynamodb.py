@@ -18,9 +18,11 @@ One table, two kinds of item under partition key ``truck_id``:
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -34,8 +36,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from domain.readings import Reading
-from domain.timestamps import format_rfc3339_ms
+from domain.dead_letters import DeadLetter, Reason, Stage
+from domain.readings import Reading, encode_canonical
+from domain.timestamps import format_rfc3339_ms, to_epoch_ms
 from runtime.redaction import redact_text
 
 log = structlog.get_logger(__name__)
@@ -302,3 +305,42 @@ def item_values(item: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         ((kind, raw),) = value.items()
         plain[name] = float(raw) if kind == "N" else raw
     return plain
+
+
+class TelemetryWriter:
+    """Writes readings to the table, one ``TelemetryTable`` per worker thread (Bytewax runs
+    each worker on an OS thread of its own; a table holds its own backoff), and returns a
+    dead letter (``rejected_by_store``) for each reading the table refuses."""
+
+    def __init__(
+        self, table: Callable[[], TelemetryTable], source_topic: str, now: Callable[[], datetime]
+    ) -> None:
+        self._table = table
+        self._source_topic = source_topic
+        self._now = now
+        self._tables: dict[int, TelemetryTable] = {}
+
+    def write_batch(self, readings: list[Reading]) -> list[DeadLetter]:
+        worker = threading.get_ident()
+        table = self._tables.get(worker)
+        if table is None:
+            table = self._tables.setdefault(worker, self._table())
+        refused = table.write(readings)
+        received_at = to_epoch_ms(self._now())
+        letters = []
+        for rejected in refused:
+            log.error(
+                "dynamodb_rejected", event_id=rejected.reading.event_id, detail=rejected.detail
+            )
+            letters.append(
+                DeadLetter(
+                    Stage.STORE,
+                    Reason.REJECTED_BY_STORE,
+                    rejected.detail,
+                    self._source_topic,
+                    encode_canonical(rejected.reading),
+                    received_at,
+                    rejected.reading.truck_id.encode(),
+                )
+            )
+        return letters

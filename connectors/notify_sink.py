@@ -26,9 +26,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.email_api import Delivery, EmailApi
 from connectors.kafka import OutboundRecord
-from domain.dead_letters import Stage
+from domain.dead_letters import Reason, Stage
 from domain.notifications import Verdict
-from domain.readings import Reason
 from runtime.metrics import NOTIFICATIONS, counted_dead_letter
 
 log = structlog.get_logger(__name__)

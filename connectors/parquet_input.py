@@ -22,6 +22,7 @@ import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
+from domain.dead_letters import Reason
 from domain.readings import (
     EVENT_ID_RULE,
     LAT_RANGE,
@@ -31,7 +32,6 @@ from domain.readings import (
     TRUCK_ID_PATTERN,
     TRUCK_ID_RULE,
     Reading,
-    Reason,
 )
 from domain.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS
 from runtime.progress import Progress

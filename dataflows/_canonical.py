@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from connectors.kafka import OutboundRecord
 from dataflows._guard import unprocessable
-from domain.dead_letters import Stage
+from domain.dead_letters import DeadLetter, Stage
 from domain.readings import Reading, Rejection, decode_canonical
-from runtime.metrics import counted_dead_letter
 
 
 def not_after_ms(record_ts_ms: int, received_at_ms: int, max_future_ms: int) -> int:
@@ -37,26 +35,21 @@ def decode_records(
     timestamps: Sequence[int],
     stage: Stage,
     source_topic: str,
-    dlq_topic: str,
     received_at_ms: int,
     max_future_ms: int,
-) -> tuple[list[Reading], list[OutboundRecord]]:
+) -> tuple[list[Reading], list[DeadLetter]]:
     """The readings among ``values`` (``timestamps``: their Kafka timestamps, may be
     shorter), and a dead letter (stage ``stage``) for each other."""
     readings: list[Reading] = []
-    dead: list[OutboundRecord] = []
+    dead: list[DeadLetter] = []
     count = len(timestamps)
     for index, value in enumerate(values):
         record_ts = timestamps[index] if index < count else -1
         outcome = decode_telemetry(value, not_after_ms(record_ts, received_at_ms, max_future_ms))
         if isinstance(outcome, Reading):
             readings.append(outcome)
-            continue
-        dead.append(
-            OutboundRecord(
-                dlq_topic, None, dead_letter(outcome, stage, source_topic, value, received_at_ms)
-            )
-        )
+        else:
+            dead.append(dead_letter(outcome, stage, source_topic, value, received_at_ms))
     return readings, dead
 
 
@@ -66,10 +59,8 @@ def dead_letter(
     source_topic: str,
     value: bytes,
     received_at_ms: int,
-) -> bytes:
-    """The DLQ record for a record that did not decode as a reading."""
+) -> DeadLetter:
+    """The dead letter for a record that did not decode as a reading."""
     if isinstance(outcome, Exception):
         return unprocessable(stage, outcome, source_topic, value, received_at_ms)
-    return counted_dead_letter(
-        stage, outcome.reason, outcome.detail, source_topic, value, received_at_ms
-    )
+    return DeadLetter(stage, outcome.reason, outcome.detail, source_topic, value, received_at_ms)

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeGuard
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -43,17 +42,18 @@ from connectors.kafka import (
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.liveness import InputClock, InputLiveness
 from dataflows._canonical import dead_letter, decode_telemetry, not_after_ms
+from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_kafka
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
-from domain.dead_letters import Stage
+from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
-from domain.readings import Reading, Reason, encode_canonical
+from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now, wall_clock_ms
-from runtime.metrics import ALERTS, LATE_READINGS, READINGS_IN, counted_dead_letter
+from runtime.metrics import ALERTS, LATE_READINGS, READINGS_IN
 from runtime.settings import Settings, Topics
 
 TruckArrivals = tuple[str, Arrivals]
@@ -70,10 +70,10 @@ class TelemetryDecoder:
     now: Callable[[], datetime]
     max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
 
-    def decode_batch(self, fetches: list[Fetch]) -> list[TruckArrivals | OutboundRecord]:
+    def decode_batch(self, fetches: list[Fetch]) -> list[TruckArrivals | DeadLetter]:
         """Decode and group by truck, keeping each truck's arrival order."""
         by_truck: dict[str, Arrivals] = {}
-        dead_letters: list[TruckArrivals | OutboundRecord] = []
+        dead_letters: list[TruckArrivals | DeadLetter] = []
         received_at = to_epoch_ms(self.now())
         for fetch in fetches:
             _RECORDS_IN.inc(len(fetch.values))
@@ -87,19 +87,12 @@ class TelemetryDecoder:
                     arrivals.readings.append(outcome)
                     arrivals.raws.append(value)
                 else:
-                    record = dead_letter(
-                        outcome, Stage.ALERTS, self.topics.telemetry, value, received_at
+                    dead_letters.append(
+                        dead_letter(
+                            outcome, Stage.ALERTS, self.topics.telemetry, value, received_at
+                        )
                     )
-                    dead_letters.append(OutboundRecord(self.topics.dlq, None, record))
         return [*by_truck.items(), *dead_letters]
-
-
-def is_truck_arrivals(item: TruckArrivals | OutboundRecord) -> TypeGuard[TruckArrivals]:
-    return isinstance(item, tuple)
-
-
-def as_record(item: TruckArrivals | OutboundRecord) -> OutboundRecord | None:
-    return item if isinstance(item, OutboundRecord) else None
 
 
 def no_history() -> HistoryIndex | None:
@@ -115,7 +108,7 @@ class OutcomeRecords:
     now: Callable[[], datetime]
     history: Callable[[], HistoryIndex | None] = no_history
 
-    def to_records(self, keyed: tuple[str, Outcome]) -> list[OutboundRecord]:
+    def to_records(self, keyed: tuple[str, Outcome]) -> list[OutboundRecord | DeadLetter]:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
             _LATE.inc()
@@ -125,17 +118,14 @@ class OutcomeRecords:
             # becomes a dead letter of its own, so every one is accounted for.
             received_at = to_epoch_ms(self.now())
             return [
-                OutboundRecord(
-                    self.topics.dlq,
+                DeadLetter(
+                    Stage.ALERTS,
+                    Reason.UNPROCESSABLE,
+                    outcome.detail,
+                    self.topics.telemetry,
+                    raw,
+                    received_at,
                     truck_id.encode(),
-                    counted_dead_letter(
-                        Stage.ALERTS,
-                        Reason.UNPROCESSABLE,
-                        outcome.detail,
-                        self.topics.telemetry,
-                        raw,
-                        received_at,
-                    ),
                 )
                 for raw in outcome.raws
             ]
@@ -145,10 +135,11 @@ class OutcomeRecords:
         except Exception as error:  # the last line of defence: see dataflows/_guard.py
             # The covered readings, as they were evaluated: nothing else is left of them.
             raw = b"\n".join(encode_canonical(reading) for reading in outcome.readings)
-            record = unprocessable(
-                Stage.ALERTS, error, self.topics.telemetry, raw, to_epoch_ms(self.now())
-            )
-            return [OutboundRecord(self.topics.dlq, None, record)]
+            return [
+                unprocessable(
+                    Stage.ALERTS, error, self.topics.telemetry, raw, to_epoch_ms(self.now())
+                )
+            ]
         ALERTS.labels("alerts", alert.rule, alert.severity).inc()
         return [OutboundRecord(self.topics.alerts, truck_id.encode(), value)]
 
@@ -165,13 +156,14 @@ def build_flow(
     max_trucks: int = 200_000,
     quiet_clock: Callable[[], datetime] | None = None,
     schedule_clock: Callable[[], datetime] = utc_now,
+    dead_letters: Sink[OutboundRecord] | None = None,
 ) -> Dataflow:
     """The alerts flow. Three clocks, each for what it is good for: ``now``, processing time,
     stamps what the flow emits (detected_at, DLQ received_at); ``quiet_clock`` times quiet
     trucks (default ``now``; live: the input clock of connectors/liveness.py, monotonic and
     paused while the input stalls); ``schedule_clock`` is the one Bytewax compares
     notifications with, its own wall clock, whatever ``now`` is in a test. ``history``
-    returns the driver history in use."""
+    returns the driver history in use. ``dead_letters``: the DLQ sink (default ``sink``)."""
     decoder = TelemetryDecoder(topics, now, max_future_ms)
     rules = SpeedingRulesStep(
         config,
@@ -180,21 +172,21 @@ def build_flow(
         max_trucks=max_trucks,
         quiet_clock=quiet_clock or now,
     )
-    records = OutcomeRecords(topics, now, history)
+    outcome_records = OutcomeRecords(topics, now, history)
 
     flow = Dataflow("alerts")
     fetches = op.input("kafka_source", flow, source)  # Fetch: the values of one Kafka fetch
-    decoded = op.flat_map_batch(
-        "decode_batch", fetches, decoder.decode_batch
-    )  # (truck_id, Arrivals) | dead letter
-    split = op.branch("is_truck_arrivals", decoded, is_truck_arrivals)  # trues keyed by truck
+    decoded = op.flat_map_batch("decode_batch", fetches, decoder.decode_batch)
+    arrivals = split_dead_letters("split_decoded", decoded)  # (truck_id, Arrivals) | dead
     outcomes = op.stateful_batch(
-        "speeding_rules", split.trues, rules.build
-    )  # (truck_id, Detection | LateReading)
-    out = op.flat_map("to_records", outcomes, records.to_records)  # OutboundRecord
-    dead_letters = op.filter_map("as_record", split.falses, as_record)  # OutboundRecord
-    everything = op.merge("merge_outputs", out, dead_letters)  # OutboundRecord
-    op.output("kafka_sink", everything, sink)
+        "speeding_rules", arrivals.oks, rules.build
+    )  # (truck_id, Detection | LateReading | Unprocessable)
+    records = op.flat_map("to_records", outcomes, outcome_records.to_records)
+    out = split_dead_letters("split_records", records)  # OutboundRecord | dead
+    op.output("kafka_sink", out.oks, sink)  # alerts and late readings
+    output_dead_letters(
+        "dead_letters", to_kafka(topics.dlq), dead_letters or sink, arrivals.errs, out.errs
+    )
     return flow
 
 
@@ -211,6 +203,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         settings.kafka.config(), topics.telemetry, tail=settings.kafka.tail, liveness=liveness
     )
     sink = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=True)
+    dead_letters = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=True)
     history = HistoryStore.from_settings(settings.history).start()
     return build_flow(
         source,
@@ -223,6 +216,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         max_future_ms=settings.stream.max_future_ms,
         max_trucks=settings.stream.max_trucks,
         quiet_clock=input_clock.now,
+        dead_letters=dead_letters,
     )
 
 

@@ -45,6 +45,7 @@ from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.lake import Lake, LakeWriteError
 from connectors.log_sink import LogSink
 from dataflows._canonical import decode_records
+from dataflows._dead_letters import to_kafka
 from dataflows._entry import lazy_flow, prepare
 from domain.dead_letters import Stage
 from domain.timestamps import to_epoch_ms
@@ -193,13 +194,14 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
             buffer.timestamps,
             Stage.ARCHIVE,
             step.telemetry_topic,
-            step.dlq_topic,
             to_epoch_ms(step.now()),
             step.max_future_ms,
         )
         if dead:
-            # Confirmed before the roll commits, so a crash cannot lose them.
-            step.send_dead_letters(dead)
+            # Written here, not by a DLQ output downstream: they must be confirmed before
+            # the roll's files commit its offsets (the lake is the commit log), or a crash
+            # between the two would lose them.
+            step.send_dead_letters([to_kafka(step.dlq_topic)(letter) for letter in dead])
         try:
             files = step.lake.write_roll(
                 buffer.partition, buffer.first_offset, buffer.last_offset, readings

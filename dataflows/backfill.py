@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeGuard
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -36,23 +35,23 @@ from connectors.history import HistoryStore
 from connectors.jsonl_sink import JsonlSink
 from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.parquet_input import (
-    BadRow,
     Item,
     ParquetReadingsSource,
     TruckReadings,
     resolve_inputs,
 )
+from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_line
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
-from domain.dead_letters import Stage
+from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
-from domain.readings import Reason, encode_canonical
+from domain.readings import encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
-from runtime.metrics import ALERTS, READINGS_IN, counted_dead_letter
+from runtime.metrics import ALERTS, READINGS_IN
 from runtime.progress import Progress
 from runtime.settings import Settings
 
@@ -61,24 +60,11 @@ DEAD_LETTER_KEY = ""  # alert lines are keyed by truck id, which is never empty
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def is_alert_line(line: KeyedLine) -> bool:
-    return line[0] != DEAD_LETTER_KEY
-
-
 def _no_wall_clock() -> datetime:
     return _EPOCH  # never consulted for results: wall_clock=False below
 
 
 _ROWS_IN = READINGS_IN.labels("backfill")
-
-
-def is_truck_readings(item: Item) -> TypeGuard[TruckReadings]:
-    return isinstance(item, TruckReadings)
-
-
-def as_arrivals(batch: TruckReadings) -> tuple[str, Arrivals]:
-    _ROWS_IN.inc(len(batch.readings))
-    return batch.truck_id, Arrivals(batch.readings, [])
 
 
 @dataclass(frozen=True)
@@ -91,7 +77,25 @@ class BackfillLines:
     source: str = "backfill"  # the dead letters' source_topic for unprocessable alerts
     now: Callable[[], datetime] = utc_now
 
-    def alert_lines(self, keyed: tuple[str, Outcome]) -> list[KeyedLine]:
+    def arrivals(self, items: list[Item]) -> list[tuple[str, Arrivals] | DeadLetter]:
+        """Each truck's sorted readings to the rules; a bad row is a dead letter."""
+        out: list[tuple[str, Arrivals] | DeadLetter] = []
+        for item in items:
+            if isinstance(item, TruckReadings):
+                _ROWS_IN.inc(len(item.readings))
+                out.append((item.truck_id, Arrivals(item.readings, [])))
+            else:
+                _ROWS_IN.inc()
+                self.progress.add_dead_letter()
+                received_at = to_epoch_ms(self.now())
+                out.append(
+                    DeadLetter(
+                        Stage.BACKFILL, item.reason, item.detail, item.source, item.raw, received_at
+                    )
+                )
+        return out
+
+    def alert_lines(self, keyed: tuple[str, Outcome]) -> list[KeyedLine | DeadLetter]:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
             # Each truck's readings arrive sorted: nothing can be late. A bug if it is, so it
@@ -101,10 +105,9 @@ class BackfillLines:
         if isinstance(outcome, Unprocessable):
             # The rules step failed for this truck (logged there): a dead letter per reading.
             received_at = to_epoch_ms(self.now())
-            lines = []
-            for raw in outcome.raws:
-                self.progress.add_dead_letter()
-                record = counted_dead_letter(
+            self.progress.add_dead_letter(len(outcome.raws))
+            return [
+                DeadLetter(
                     Stage.BACKFILL,
                     Reason.UNPROCESSABLE,
                     outcome.detail,
@@ -112,8 +115,8 @@ class BackfillLines:
                     raw,
                     received_at,
                 )
-                lines.append((DEAD_LETTER_KEY, record))
-            return lines
+                for raw in outcome.raws
+            ]
         detected_at = outcome.readings[-1].ts_ms  # event time: the alert's window_end
         try:
             alert = build_alert(outcome, detected_at, self.history)
@@ -125,18 +128,9 @@ class BackfillLines:
         ALERTS.labels("backfill", alert.rule, alert.severity).inc()
         return [(truck_id, line)]
 
-    def _unprocessable(self, error: Exception, raw: bytes) -> KeyedLine:
+    def _unprocessable(self, error: Exception, raw: bytes) -> DeadLetter:
         self.progress.add_dead_letter()
-        record = unprocessable(Stage.BACKFILL, error, self.source, raw, to_epoch_ms(self.now()))
-        return DEAD_LETTER_KEY, record
-
-    def dead_letter_line(self, row: BadRow) -> KeyedLine:
-        self.progress.add_dead_letter()
-        _ROWS_IN.inc()
-        received_at = to_epoch_ms(self.now())
-        return DEAD_LETTER_KEY, counted_dead_letter(
-            Stage.BACKFILL, row.reason, row.detail, row.source, row.raw, received_at
-        )
+        return unprocessable(Stage.BACKFILL, error, self.source, raw, to_epoch_ms(self.now()))
 
 
 def build_flow(
@@ -152,19 +146,15 @@ def build_flow(
 
     flow = Dataflow("backfill")
     items = op.input("parquet_source", flow, source)  # TruckReadings (sorted) | BadRow
-    split = op.branch("is_truck_readings", items, is_truck_readings)
-    by_truck = op.map("as_arrivals", split.trues, as_arrivals)  # (truck_id, Arrivals)
-    outcomes = op.stateful_batch("speeding_rules", by_truck, rules.build)  # (truck_id, Detection)
-    lines_out = op.flat_map("alert_lines", outcomes, lines.alert_lines)  # (truck_id, JSON)
-    # An alert that could not be built is a dead letter (key ""), like a bad row.
-    alerts = op.branch("is_alert_line", lines_out, is_alert_line)
-    op.output("alerts_out", alerts.trues, alerts_out)
-    bad = op.filter_map(
-        "bad_rows", split.falses, lambda item: item if isinstance(item, BadRow) else None
-    )
-    dead = op.map("dead_letter_line", bad, lines.dead_letter_line)  # ("", DLQ JSON)
-    everything_dead = op.merge("merge_dead_letters", dead, alerts.falses)
-    op.output("dead_letters_out", everything_dead, dead_letters_out)
+    arrivals = split_dead_letters(
+        "split_rows", op.flat_map_batch("arrivals", items, lines.arrivals)
+    )  # (truck_id, Arrivals) | dead letter
+    outcomes = op.stateful_batch("speeding_rules", arrivals.oks, rules.build)
+    alerts = split_dead_letters(
+        "split_alerts", op.flat_map("alert_lines", outcomes, lines.alert_lines)
+    )  # (truck_id, alert JSON) | dead letter
+    op.output("alerts_out", alerts.oks, alerts_out)
+    output_dead_letters("dead_letters", to_line, dead_letters_out, arrivals.errs, alerts.errs)
     return flow
 
 

@@ -33,18 +33,13 @@ from connectors.kafka import (
     OutboundRecord,
 )
 from connectors.mqtt import MqttMessage, MqttSource
+from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_kafka
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
-from domain.dead_letters import Stage
-from domain.readings import (
-    REFUSED_BY_KAFKA,
-    Reading,
-    encode_canonical,
-    parse_reading,
-    truck_id_from_topic,
-)
+from domain.dead_letters import DeadLetter, Reason, Stage
+from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
 from runtime.clock import wall_clock_ms
-from runtime.metrics import READINGS_IN, counted_dead_letter
+from runtime.metrics import READINGS_IN
 from runtime.settings import Settings
 from runtime.shutdown import install_graceful_shutdown
 
@@ -62,23 +57,28 @@ class BridgeRoutes:
     # wrong device clock cannot push its truck's watermark years ahead (CONTRACT.md section 3).
     max_future_ms: int = 300_000
 
-    def route_batch(self, messages: list[MqttMessage]) -> list[OutboundRecord]:
+    def route_batch(self, messages: list[MqttMessage]) -> list[OutboundRecord | DeadLetter]:
         """Route a batch: one Python call per batch, not per message."""
         _MESSAGES_IN.inc(len(messages))
         route = self.route_message
         return [route(message) for message in messages]
 
-    def route_message(self, message: MqttMessage) -> OutboundRecord:
-        """A valid reading goes to telemetry in canonical form; anything else to the DLQ."""
+    def route_message(self, message: MqttMessage) -> OutboundRecord | DeadLetter:
+        """A valid reading goes to telemetry in canonical form; anything else is a dead
+        letter. Either is acknowledged to MQTT once Kafka confirmed it."""
         try:
             return self._route(message)
         except Exception as error:  # the last line of defence: see dataflows/_guard.py
-            record = unprocessable(
-                Stage.BRIDGE, error, message.topic, message.payload, message.received_at_ms
+            return unprocessable(
+                Stage.BRIDGE,
+                error,
+                message.topic,
+                message.payload,
+                message.received_at_ms,
+                message.ack,
             )
-            return OutboundRecord(self.dlq_topic, None, record, message.ack)
 
-    def _route(self, message: MqttMessage) -> OutboundRecord:
+    def _route(self, message: MqttMessage) -> OutboundRecord | DeadLetter:
         topic_truck = truck_id_from_topic(message.topic, self.topic_filter)
         outcome = parse_reading(
             message.payload,
@@ -93,44 +93,51 @@ class BridgeRoutes:
                 message.ack,
                 partial(self.refused_by_kafka, message),
             )
-        record = counted_dead_letter(
+        return DeadLetter(
             Stage.BRIDGE,
             outcome.reason,
             outcome.detail,
             message.topic,
             message.payload,
             message.received_at_ms,
+            topic_truck.encode() if topic_truck else None,
+            message.ack,
         )
-        key = topic_truck.encode() if topic_truck else None
-        return OutboundRecord(self.dlq_topic, key, record, message.ack)
 
     def refused_by_kafka(self, message: MqttMessage, detail: str) -> OutboundRecord:
         """The dead letter for a valid reading that Kafka refuses to store (too large for
         the topic, say). That is this record's problem, not an outage: stopping would meet it
         again at every redelivery, a crash loop. Acknowledged once the DLQ has it; a dead
-        letter Kafka refuses in turn stops the bridge (connectors/kafka.py)."""
+        letter Kafka refuses in turn stops the bridge (connectors/kafka.py). Made inside the
+        telemetry sink, where the refusal is learnt: written by it, counted here."""
         topic_truck = truck_id_from_topic(message.topic, self.topic_filter)
-        record = counted_dead_letter(
+        letter = DeadLetter(
             Stage.BRIDGE,
-            REFUSED_BY_KAFKA,
+            Reason.REFUSED_BY_KAFKA,
             detail,
             message.topic,
             message.payload,
             message.received_at_ms,
+            topic_truck.encode() if topic_truck else None,
+            message.ack,
         )
-        key = topic_truck.encode() if topic_truck else None
-        return OutboundRecord(self.dlq_topic, key, record, message.ack)
+        return to_kafka(self.dlq_topic)(letter)
 
 
 def build_flow(
-    source: Source[MqttMessage], sink: Sink[OutboundRecord], routes: BridgeRoutes
+    source: Source[MqttMessage],
+    sink: Sink[OutboundRecord],
+    dead_letters: Sink[OutboundRecord],
+    routes: BridgeRoutes,
 ) -> Dataflow:
     """The bridge: no keyed step, so every message stays on the worker that received it
     (and whose MQTT connection must acknowledge it)."""
     flow = Dataflow("bridge")
     messages = op.input("mqtt_source", flow, source)  # MqttMessage
-    records = op.flat_map_batch("route_batch", messages, routes.route_batch)  # OutboundRecord
-    op.output("kafka_sink", records, sink)
+    routed = op.flat_map_batch("route_batch", messages, routes.route_batch)
+    split = split_dead_letters("split_dead_letters", routed)  # OutboundRecord | DeadLetter
+    op.output("kafka_sink", split.oks, sink)  # readings to telemetry, acked when confirmed
+    output_dead_letters("dead_letters", to_kafka(routes.dlq_topic), dead_letters, split.errs)
     return flow
 
 
@@ -148,9 +155,11 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     )
     # Asynchronous confirmation: each record's MQTT ack is its delivery callback.
     sink = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=False)
+    dead_letters = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=False)
     # Heartbeats tell the alerts flow this bridge is up and keeping pace (connectors/heartbeat.py).
     heartbeats = HeartbeatPublisher(settings.kafka.config(), topics.heartbeats, wall_clock_ms)
-    return build_flow(MqttSource(settings.mqtt, heartbeats=heartbeats), sink, routes)
+    source = MqttSource(settings.mqtt, heartbeats=heartbeats)
+    return build_flow(source, sink, dead_letters, routes)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -19,12 +19,11 @@ Knobs:  FLEET_NOTIFY_TIMEOUT_S, FLEET_NOTIFY_MAX_ATTEMPTS, FLEET_NOTIFY_CONCURRE
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bytewax import operators as op
@@ -37,12 +36,15 @@ from connectors.kafka import ConfirmedProducer
 from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.notify_sink import NotifySink
+from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_line
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
-from domain.dead_letters import Stage
+from domain.dead_letters import DeadLetter, Stage
 from domain.notifications import RetryPolicy, Routes, decode_alert, secret_bytes
 from domain.readings import Rejection
-from runtime.metrics import NOTIFICATIONS, counted_dead_letter
+from domain.timestamps import to_epoch_ms
+from runtime.clock import utc_now
+from runtime.metrics import NOTIFICATIONS
 from runtime.settings import Settings, SettingsError
 
 KeyedAlert = tuple[str, tuple[dict[str, Any], bytes]]
@@ -55,40 +57,31 @@ class AlertDecoder:
 
     alerts_topic: str
     zone: tzinfo = UTC
-    now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+    now: Callable[[], datetime] = utc_now
 
-    def decode_batch(self, fetches: list[Fetch]) -> list[KeyedAlert | KeyedLine]:
-        out: list[KeyedAlert | KeyedLine] = []
+    def decode_batch(self, fetches: list[Fetch]) -> list[KeyedAlert | DeadLetter]:
+        out: list[KeyedAlert | DeadLetter] = []
         for fetch in fetches:
             for raw in fetch.values:
                 try:
                     out.append(self.decode(raw))
                 except Exception as error:  # the last line of defence: see dataflows/_guard.py
                     NOTIFICATIONS.labels("unprocessable").inc()
-                    record = unprocessable(
-                        Stage.NOTIFY, error, self.alerts_topic, raw, self.now_ms()
+                    received_at = to_epoch_ms(self.now())
+                    out.append(
+                        unprocessable(Stage.NOTIFY, error, self.alerts_topic, raw, received_at)
                     )
-                    out.append(("", record))
         return out
 
-    def decode(self, raw: bytes) -> KeyedAlert | KeyedLine:
+    def decode(self, raw: bytes) -> KeyedAlert | DeadLetter:
         alert = decode_alert(raw, self.zone)
         if isinstance(alert, Rejection):
             NOTIFICATIONS.labels("not_an_alert").inc()
-            record = counted_dead_letter(
-                Stage.NOTIFY, alert.reason, alert.detail, self.alerts_topic, raw, self.now_ms()
+            received_at = to_epoch_ms(self.now())
+            return DeadLetter(
+                Stage.NOTIFY, alert.reason, alert.detail, self.alerts_topic, raw, received_at
             )
-            return ("", record)
         return (str(alert["alert_id"]), (alert, raw))
-
-
-def is_alert(item: KeyedAlert | KeyedLine) -> TypeGuard[KeyedAlert]:
-    return isinstance(item[1], tuple)
-
-
-def as_line(item: KeyedAlert | KeyedLine) -> KeyedLine | None:
-    key, value = item
-    return (key, value) if isinstance(value, bytes) else None
 
 
 def build_flow(
@@ -98,16 +91,17 @@ def build_flow(
     alerts_topic: str,
     zone: tzinfo = UTC,
 ) -> Dataflow:
+    """The e-mails are sent by the sink, which routes by alert_id and keeps the sent ids in
+    its recovery state; an e-mail that fails is learnt there, so the sink writes those dead
+    letters itself (connectors/notify_sink.py). Every other dead letter goes to the DLQ
+    output."""
     decoder = AlertDecoder(alerts_topic, zone)
     flow = Dataflow("notify")
     fetches = op.input("kafka_source", flow, source)  # Fetch of fleet.alerts
-    decoded = op.flat_map_batch(
-        "decode_batch", fetches, decoder.decode_batch
-    )  # (alert_id, (alert, raw)) | ("", DLQ)
-    split = op.branch("is_alert", decoded, is_alert)
-    op.output("send_emails", split.trues, emails)  # routed by alert_id; sent ids in recovery state
-    bad = op.filter_map("as_line", split.falses, as_line)
-    op.output("dead_letters_out", bad, dead_letters)
+    decoded = op.flat_map_batch("decode_batch", fetches, decoder.decode_batch)
+    split = split_dead_letters("split_decoded", decoded)  # (alert_id, (alert, raw)) | dead
+    op.output("send_emails", split.oks, emails)
+    output_dead_letters("dead_letters", to_line, dead_letters, split.errs)
     return flow
 
 

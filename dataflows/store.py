@@ -32,19 +32,20 @@ import structlog
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import Sink
 
-from connectors.dynamodb import TelemetryTable, create_table, dynamodb_client
-from connectors.kafka import ConfirmedProducer, OutboundRecord
+from connectors.dynamodb import TelemetryTable, TelemetryWriter, create_table, dynamodb_client
+from connectors.kafka import ConfirmedKafkaSink, OutboundRecord
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from dataflows._canonical import decode_records
+from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_kafka
 from dataflows._entry import lazy_flow, prepare
-from domain.dead_letters import Stage
-from domain.readings import Reading, encode_canonical
+from domain.dead_letters import DeadLetter, Stage
+from domain.readings import Reading
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
 from runtime.logs import configure_logging
-from runtime.metrics import READINGS_IN, counted_dead_letter
+from runtime.metrics import READINGS_IN
 from runtime.redaction import redact_text
 from runtime.settings import Settings
 
@@ -54,86 +55,45 @@ _RECORDS_IN = READINGS_IN.labels("store")
 
 
 @dataclass(frozen=True)
-class Decoded:
-    """One fetch: its readings, and dead letters for what was not a reading."""
-
-    readings: list[Reading]
-    dead_letters: list[OutboundRecord]
-
-
-@dataclass(frozen=True)
 class StoreDecoder:
     telemetry_topic: str
-    dlq_topic: str
     now: Callable[[], datetime] = utc_now
     max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
 
-    def decode(self, fetch: Fetch) -> Decoded:
-        _RECORDS_IN.inc(len(fetch.values))
-        readings, dead = decode_records(
-            fetch.values,
-            fetch.timestamps,
-            Stage.STORE,
-            self.telemetry_topic,
-            self.dlq_topic,
-            to_epoch_ms(self.now()),
-            self.max_future_ms,
-        )
-        return Decoded(readings, dead)
-
-
-class DynamoSink(DynamicSink[Decoded]):
-    """Writes each batch to the table (and its dead letters to Kafka) before returning."""
-
-    def __init__(
-        self,
-        table: Callable[[], TelemetryTable],
-        send_dead_letters: Callable[[list[OutboundRecord]], None],
-        telemetry_topic: str,
-        dlq_topic: str,
-        now: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._table = table
-        self._send_dead_letters = send_dead_letters
-        self._telemetry_topic = telemetry_topic
-        self._dlq_topic = dlq_topic
-        self._now = now
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DynamoPartition:
-        return _DynamoPartition(self, self._table())
-
-
-class _DynamoPartition(StatelessSinkPartition[Decoded]):
-    def __init__(self, sink: DynamoSink, table: TelemetryTable) -> None:
-        self._sink = sink
-        self._table = table
-
-    def write_batch(self, items: list[Decoded]) -> None:
-        sink = self._sink
-        readings = [r for item in items for r in item.readings]
-        dead = [d for item in items for d in item.dead_letters]
-        for rejected in self._table.write(readings):
-            log.error(
-                "dynamodb_rejected", event_id=rejected.reading.event_id, detail=rejected.detail
-            )
-            value = counted_dead_letter(
+    def decode_batch(self, fetches: list[Fetch]) -> list[Reading | DeadLetter]:
+        """Each fetch's readings, and a dead letter for each record that is not one."""
+        out: list[Reading | DeadLetter] = []
+        for fetch in fetches:
+            _RECORDS_IN.inc(len(fetch.values))
+            readings, dead = decode_records(
+                fetch.values,
+                fetch.timestamps,
                 Stage.STORE,
-                rejected.reason,
-                rejected.detail,
-                sink._telemetry_topic,
-                encode_canonical(rejected.reading),
-                to_epoch_ms(sink._now()),
+                self.telemetry_topic,
+                to_epoch_ms(self.now()),
+                self.max_future_ms,
             )
-            dead.append(OutboundRecord(sink._dlq_topic, rejected.reading.truck_id.encode(), value))
-        if dead:
-            sink._send_dead_letters(dead)
+            out.extend(readings)
+            out.extend(dead)
+        return out
 
 
-def build_flow(source: Source[Fetch], decoder: StoreDecoder, sink: DynamoSink) -> Dataflow:
+def build_flow(
+    source: Source[Fetch],
+    decoder: StoreDecoder,
+    writer: TelemetryWriter,
+    dead_letters: Sink[OutboundRecord],
+    dlq_topic: str,
+) -> Dataflow:
+    """Each batch is written to the table in the ``write_to_table`` step, synchronously, so
+    a recovery snapshot never covers an unwritten reading; the items the table refuses come
+    out of it as dead letters, beside those of decoding, to the one DLQ output."""
     flow = Dataflow("store")
     fetches = op.input("kafka_source", flow, source)  # Fetch
-    decoded = op.map("decode", fetches, decoder.decode)  # Decoded
-    op.output("dynamodb", decoded, sink)
+    decoded = op.flat_map_batch("decode_batch", fetches, decoder.decode_batch)
+    split = split_dead_letters("split_decoded", decoded)  # Reading | dead letter
+    refused = op.flat_map_batch("write_to_table", split.oks, writer.write_batch)  # dead letter
+    output_dead_letters("dead_letters", to_kafka(dlq_topic), dead_letters, split.errs, refused)
     return flow
 
 
@@ -153,18 +113,10 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     source = KafkaBatchSource(
         settings.kafka.config(), settings.topics.telemetry, tail=settings.kafka.tail
     )
-    decoder = StoreDecoder(
-        settings.topics.telemetry,
-        settings.topics.dlq,
-        max_future_ms=settings.stream.max_future_ms,
-    )
-    sink = DynamoSink(
-        telemetry_table(settings),
-        ConfirmedProducer(settings.kafka.producer_config()).send_all,
-        settings.topics.telemetry,
-        settings.topics.dlq,
-    )
-    return build_flow(source, decoder, sink)
+    decoder = StoreDecoder(settings.topics.telemetry, max_future_ms=settings.stream.max_future_ms)
+    writer = TelemetryWriter(telemetry_table(settings), settings.topics.telemetry, utc_now)
+    dead_letters = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=True)
+    return build_flow(source, decoder, writer, dead_letters, settings.topics.dlq)
 
 
 def main(argv: list[str] | None = None) -> int:

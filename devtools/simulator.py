@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
-from domain.readings import Reading, Reason
+from domain.dead_letters import PAYLOAD_REASONS, Reason
+from domain.readings import Reading
 from domain.timestamps import format_rfc3339_ms, from_epoch_ms, to_epoch_ms
 
 DEFAULT_START = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
@@ -186,7 +187,7 @@ class FleetSimulator:
             "speed_kmh": 80.0,
         }
         # Only the reasons a payload itself can earn; unprocessable means a bug of ours.
-        reason = rng.choice([r for r in Reason if r is not Reason.UNPROCESSABLE])
+        reason = rng.choice([r for r in Reason if r in PAYLOAD_REASONS])
         document = dict(good)
         if reason is Reason.INVALID_JSON:
             text = json.dumps(good)

@@ -1,13 +1,19 @@
-"""Dead-letter records (CONTRACT.md section 3): what was refused, where, and why."""
+"""Dead letters (CONTRACT.md section 3): what was refused, where, and why.
+
+One vocabulary of stages and reasons for every flow, and one typed wrapper, ``DeadLetter``,
+that steps emit beside their good output (dataflows/_dead_letters.py splits the two) and
+that one sink per flow writes (connectors/dead_letters.py), counted there.
+"""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 import msgspec
 
-from domain.readings import Reason
 from domain.timestamps import format_rfc3339_ms
 
 
@@ -22,7 +28,62 @@ class Stage(StrEnum):
     STORE = "store"
 
 
-class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
+class Reason(StrEnum):
+    """Why a record was dead-lettered. The first six are what a reading can be refused for
+    (CONTRACT.md section 3; ``PAYLOAD_REASONS``); the rest belong to stages."""
+
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_TIMESTAMP = "bad_timestamp"
+    TRUCK_MISMATCH = "truck_mismatch"
+    # Any stage: processing one record raised where no rule of the contract names the
+    # problem (dataflows/_guard.py). The record is dead-lettered; the flow goes on.
+    UNPROCESSABLE = "unprocessable"
+    # bridge: Kafka refused to store a valid reading (too large for the topic, say).
+    REFUSED_BY_KAFKA = "refused_by_kafka"
+    # notify: the e-mail API answered a permanent 4xx; or retries ran out.
+    REJECTED = "rejected"
+    UNDELIVERABLE = "undeliverable"
+    # store: DynamoDB refused the item (too large, invalid).
+    REJECTED_BY_STORE = "rejected_by_store"
+
+
+PAYLOAD_REASONS = frozenset(
+    {
+        Reason.TOO_LARGE,
+        Reason.INVALID_JSON,
+        Reason.SCHEMA,
+        Reason.OUT_OF_RANGE,
+        Reason.BAD_TIMESTAMP,
+        Reason.TRUCK_MISMATCH,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a flow refuses, as steps emit it: encoded (``encode``) only by the DLQ sink.
+    ``key`` is its Kafka key on the DLQ; ``on_delivered`` runs once Kafka confirmed it (the
+    bridge acknowledges the MQTT message then)."""
+
+    stage: Stage
+    reason: Reason
+    detail: str
+    source_topic: str
+    raw: bytes
+    received_at_ms: int
+    key: bytes | None = None
+    on_delivered: Callable[[], None] | None = None
+
+    def encode(self) -> bytes:
+        return dead_letter(
+            self.stage, self.reason, self.detail, self.source_topic, self.raw, self.received_at_ms
+        )
+
+
+class DeadLetterRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """The DLQ value. ``raw`` is base64 of the original bytes, all of them unless the record
     would not fit the DLQ topic; then ``raw_truncated`` and ``raw_size`` say so."""
 
@@ -66,7 +127,7 @@ def dead_letter(
     topic with characters UTF-8 cannot carry (lone surrogates) is written with U+FFFD."""
     limit = max_raw_bytes(max_record_bytes)
     truncated = len(raw) > limit
-    record = DeadLetter(
+    record = DeadLetterRecord(
         stage=str(stage),
         reason=str(reason),
         detail=_printable(detail[:MAX_DETAIL_CHARS]),

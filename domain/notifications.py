@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from domain.readings import MAX_EVENT_ID_CHARS, Reason, Rejection
+from domain.dead_letters import Reason
+from domain.readings import MAX_EVENT_ID_CHARS, Rejection
 from domain.timestamps import from_epoch_ms, parse_rfc3339_ms
 
 # Alert ids become HTTP header values (webhook-id, Idempotency-Key) and Kafka keys: the

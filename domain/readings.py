@@ -13,11 +13,11 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
 
+from domain.dead_letters import Reason
 from domain.timestamps import BadTimestamp, check_epoch_ms, format_rfc3339_ms, parse_rfc3339_ms
 
 # The limits of CONTRACT.md section 2, defined once: the stream's validation below and the
@@ -36,28 +36,6 @@ _TRUCK_ID = re.compile(TRUCK_ID_PATTERN, re.ASCII)
 _DECODER = msgspec.json.Decoder()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-
-
-class Reason(StrEnum):
-    """Why a message was dead-lettered (CONTRACT.md section 3)."""
-
-    TOO_LARGE = "too_large"
-    INVALID_JSON = "invalid_json"
-    SCHEMA = "schema"
-    OUT_OF_RANGE = "out_of_range"
-    BAD_TIMESTAMP = "bad_timestamp"
-    TRUCK_MISMATCH = "truck_mismatch"
-    # Any stage: processing one record raised where no rule of the contract names the
-    # problem (CONTRACT.md section 3). The record is dead-lettered; the flow goes on.
-    UNPROCESSABLE = "unprocessable"
-
-
-# The bridge's dead-letter reason for a valid reading that Kafka refuses to store (too large
-# for the telemetry topic, say): a property of that record, not an outage, so it is
-# dead-lettered; stopping would meet it again at every redelivery (connectors/kafka.py,
-# README "Delivery failures"). Not a member of ``Reason``: that lists what a payload can be
-# rejected for, and the simulator makes a payload for each member.
-REFUSED_BY_KAFKA = "refused_by_kafka"
 
 
 class Reading(msgspec.Struct, frozen=True, gc=False):

@@ -47,7 +47,7 @@ from connectors.kafka import (
     ensure_configured_topics,
 )
 from connectors.kafka_source import KafkaBatchSource
-from domain.dead_letters import DeadLetter
+from domain.dead_letters import DeadLetterRecord
 from domain.timestamps import BadTimestamp, parse_rfc3339_ms
 from runtime.logs import configure_logging
 from runtime.settings import Settings, SettingsError
@@ -60,7 +60,7 @@ EXIT_USAGE = 2
 
 # Kafka's rule for topic names (legal characters, at most 249 of them; not "." or "..").
 _KAFKA_TOPIC = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,249}$")
-_DECODER = msgspec.json.Decoder(DeadLetter)
+_DECODER = msgspec.json.Decoder(DeadLetterRecord)
 
 
 @dataclass(frozen=True)

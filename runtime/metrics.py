@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, disable_created_metrics
 
-from domain.dead_letters import Stage, dead_letter
-from domain.readings import Reason
+from domain.dead_letters import Reason, Stage, dead_letter
 
 # Only the counts: no "<name>_created" series next to every counter.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -39,9 +39,9 @@ class Progress:
         with self._lock:
             self.alerts[rule] += 1
 
-    def add_dead_letter(self) -> None:
+    def add_dead_letter(self, count: int = 1) -> None:
         with self._lock:
-            self.dead_letters += 1
+            self.dead_letters += count
 
     def _print(self, now: float) -> None:
         elapsed = max(now - self._started, 1e-9)

@@ -25,7 +25,8 @@ class AckLog:
 
 def _run(messages: list[MqttMessage]) -> list[OutboundRecord]:
     out: list[OutboundRecord] = []
-    run_main(build_flow(TestingSource(messages), TestingSink(out), ROUTES))
+    sink = TestingSink(out)  # one list for both outputs: telemetry and dead letters
+    run_main(build_flow(TestingSource(messages), sink, sink, ROUTES))
     return out
 
 
@@ -74,6 +75,7 @@ def test_topic_without_truck_level_is_a_mismatch() -> None:
     run_main(
         build_flow(
             TestingSource([MqttMessage("telemetry", payload(), RECEIVED_MS, lambda: None)]),
+            TestingSink(out),
             TestingSink(out),
             routes,
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
-from domain.dead_letters import MAX_DEAD_LETTER_BYTES, Stage, dead_letter, max_raw_bytes
-from domain.readings import MAX_PAYLOAD_BYTES, Reason
+from domain.dead_letters import MAX_DEAD_LETTER_BYTES, Reason, Stage, dead_letter, max_raw_bytes
+from domain.readings import MAX_PAYLOAD_BYTES
 from tests.builders import BEGINNING_MS
 
 

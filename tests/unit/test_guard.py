@@ -67,6 +67,7 @@ def test_bridge_dead_letters_the_record_and_goes_on(monkeypatch: pytest.MonkeyPa
         bridge_flow(
             TestingSource(messages),
             TestingSink(out),
+            TestingSink(out),
             BridgeRoutes("fleet/+/telemetry", "telemetry", "dlq"),
         )
     )

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.dead_letters import Reason
 from domain.readings import (
     MAX_PAYLOAD_BYTES,
     Reading,
-    Reason,
     Rejection,
     decode_canonical,
     encode_canonical,

@@ -32,6 +32,7 @@ from connectors.kafka import (
 from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.mqtt import MqttMessage
 from dataflows.bridge import BridgeRoutes
+from domain.dead_letters import DeadLetter
 from tests.builders import RECEIVED_MS, payload
 
 E = KafkaError
@@ -406,7 +407,8 @@ def test_the_bridge_gives_a_reading_a_dead_letter_to_fall_back_on() -> None:
 
 def test_bad_input_dead_letters_carry_no_fallback() -> None:
     message = MqttMessage("fleet/T1/telemetry", b"{not json", RECEIVED_MS, lambda: None)
-    assert ROUTES.route_message(message).if_refused is None
+    # A dead letter, not a telemetry record: nothing for Kafka to refuse and fall back from.
+    assert isinstance(ROUTES.route_message(message), DeadLetter)
 
 
 def test_a_refused_reading_is_dead_lettered_and_acknowledged_once_the_dlq_has_it(

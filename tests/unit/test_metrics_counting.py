@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bytewax.testing import TestingSink, TestingSource, run_main
+
 from connectors.email_api import Delivery
 from connectors.kafka import OutboundRecord
 from connectors.mqtt import MqttMessage
 from connectors.notify_sink import NotifySink
-from dataflows.bridge import BridgeRoutes
+from dataflows.bridge import BridgeRoutes, build_flow
 from domain.notifications import Verdict
 from runtime.metrics import DEAD_LETTERS, NOTIFICATIONS, READINGS_IN
 from tests.builders import RECEIVED_MS, payload
@@ -32,8 +34,10 @@ def test_the_bridge_counts_every_message_and_each_dead_letter_by_reason() -> Non
         MqttMessage("fleet/T1/telemetry", b"{", RECEIVED_MS, lambda: None),
         MqttMessage("fleet/T2/telemetry", payload(), RECEIVED_MS, lambda: None),  # payload says T1
     ]
-    records = routes.route_batch(messages)
-    assert [r.topic for r in records] == ["telemetry", "dlq", "dlq"]
+    records: list[OutboundRecord] = []
+    sink = TestingSink(records)  # telemetry and dead letters
+    run_main(build_flow(TestingSource(messages), sink, sink, routes))  # counted at the DLQ
+    assert sorted(r.topic for r in records) == ["dlq", "dlq", "telemetry"]
     after = (
         count(READINGS_IN, "bridge"),
         count(DEAD_LETTERS, "bridge", "invalid_json"),

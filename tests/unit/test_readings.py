@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.dead_letters import Reason
 from domain.readings import (
     MAX_PAYLOAD_BYTES,
     Reading,
-    Reason,
     Rejection,
     encode_canonical,
     parse_reading,

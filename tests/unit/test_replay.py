@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from domain.dead_letters import Stage, dead_letter
-from domain.readings import Reason
+from domain.dead_letters import Reason, Stage, dead_letter
 from fleetwatch.replay import (
     EXIT_USAGE,
     Plan,
