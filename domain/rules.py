@@ -72,10 +72,17 @@ class Detection:
     threshold_kmh: float
 
 
-class Verdict(Enum):
+class Admission(Enum):
+    """What ``TruckTimeline.accept`` made of an arriving reading."""
+
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     LATE = "late"
+
+
+# The old name, only until tests/unit/test_rules.py and test_state_bounds.py say Admission:
+# ``domain.notifications.Verdict`` (a delivery's outcome) is the one Verdict.
+Verdict = Admission
 
 
 @dataclass
@@ -90,26 +97,26 @@ class TruckTimeline:
     # duplicate, see ``accept``): its id need not be remembered. This keeps the set small.
     seen: set[str] = field(default_factory=set)
 
-    def accept(self, reading: Reading, lateness_ms: int) -> Verdict:
+    def accept(self, reading: Reading, lateness_ms: int) -> Admission:
         """Take one arriving reading: a duplicate, late, or now pending."""
         event_id = reading.event_id
         if event_id in self.seen:
-            return Verdict.DUPLICATE
+            return Admission.DUPLICATE
         ts = reading.ts_ms
         max_ts = self.max_ts
         if max_ts is not None and ts < max_ts - lateness_ms:
-            return Verdict.LATE
+            return Admission.LATE
         frontier = self.frontier
         if frontier is not None and ts <= frontier[0]:
             if ts < frontier[0] or event_id < frontier[1]:
-                return Verdict.LATE
+                return Admission.LATE
             if event_id == frontier[1]:
-                return Verdict.DUPLICATE  # a resend of the last released reading
+                return Admission.DUPLICATE  # a resend of the last released reading
         heapq.heappush(self.pending, (ts, event_id, reading))
         self.seen.add(event_id)
         if max_ts is None or ts > max_ts:
             self.max_ts = ts
-        return Verdict.ACCEPTED
+        return Admission.ACCEPTED
 
     def release(self, lateness_ms: int, *, flush: bool = False) -> list[Reading]:
         """Pending readings now behind the watermark (all of them with ``flush``), in order."""
@@ -259,15 +266,15 @@ class TruckState:
         duplicates = 0
         overflowed = 0
         for position, reading in enumerate(readings):
-            verdict = accept(reading, lateness_ms)
-            if verdict is Verdict.ACCEPTED:
+            admission = accept(reading, lateness_ms)
+            if admission is Admission.ACCEPTED:
                 if len(pending) > cap:
                     # Readings behind the watermark go first (exact); the oldest of the rest
                     # only if still over the cap.
                     out, early = timeline.release_over(lateness_ms, cap)
                     released.extend(out)
                     overflowed += early
-            elif verdict is Verdict.LATE:
+            elif admission is Admission.LATE:
                 late.append(position)
             else:
                 duplicates += 1
