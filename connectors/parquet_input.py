@@ -81,7 +81,10 @@ class BadRow:
     raw: bytes
 
 
-Item = TruckReadings | BadRow
+BackfillItem = TruckReadings | BadRow  # what the source emits
+# The old name, only until dataflows/backfill.py says BackfillItem (connectors/dynamodb.py's
+# Item is a DynamoDB item).
+Item = BackfillItem
 
 
 def _problem() -> pl.Expr:
@@ -144,7 +147,7 @@ def _scan(files: list[Path]) -> pl.LazyFrame:
     )
 
 
-class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
+class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
     """Bounded readings from Parquet files, split into ``buckets`` partitions by truck."""
 
     def __init__(
@@ -168,7 +171,7 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
     @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
-    ) -> StatefulSourcePartition[Item, int]:
+    ) -> StatefulSourcePartition[BackfillItem, int]:
         chunks = self._chunks(int(for_part))
         return _ListPartition(chunks, resume_state or 0)
 
@@ -204,7 +207,7 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
                 self._cache = _Prepared(sizes, bad, kept)
             return self._cache
 
-    def _chunks(self, bucket: int) -> Iterator[list[Item]]:
+    def _chunks(self, bucket: int) -> Iterator[list[BackfillItem]]:
         prepared = self._prepared()
         in_bucket = pl.col("_bucket") == bucket
         total = int(prepared.sizes.filter(in_bucket)["len"].sum())
@@ -222,7 +225,7 @@ class ParquetReadingsSource(FixedPartitionedSource[Item, int]):
         self._progress.add_done(total - good.height)
         for offset in range(0, good.height, CHUNK_READINGS):
             chunk = good.slice(offset, CHUNK_READINGS)
-            items: list[Item] = []
+            items: list[BackfillItem] = []
             for (truck_id,), trucks in chunk.partition_by(
                 "truck_id", as_dict=True, maintain_order=True
             ).items():
@@ -256,8 +259,8 @@ def _bad_row(row: dict[str, Any]) -> BadRow:
     return BadRow(Reason(reason), detail, source, raw)
 
 
-class _ListPartition(StatefulSourcePartition[Item, int]):
-    def __init__(self, chunks: Iterator[list[Item]], skip: int) -> None:
+class _ListPartition(StatefulSourcePartition[BackfillItem, int]):
+    def __init__(self, chunks: Iterator[list[BackfillItem]], skip: int) -> None:
         self._chunks = chunks
         self._position = 0
         for _ in range(skip):  # resumed: the chunks are deterministic, skip those handed out
@@ -265,7 +268,7 @@ class _ListPartition(StatefulSourcePartition[Item, int]):
             self._position += 1
 
     @override
-    def next_batch(self) -> list[Item]:
+    def next_batch(self) -> list[BackfillItem]:
         chunk = next(self._chunks, None)
         if chunk is None:
             raise StopIteration
