@@ -103,8 +103,9 @@ def caught_up(reading: PartitionReading, previous_high: int, interval_s: float) 
 
 
 @dataclass
-class BridgeStatus:
-    """What a bridge's heartbeat said, and when it was received (monotonic)."""
+class _LastHeartbeat:
+    """The last heartbeat heard from a bridge, and when it was received (monotonic); what
+    the bridge sends is connectors/heartbeat.py ``BridgeStatus``."""
 
     received_at: float
     mqtt_connected: bool
@@ -120,7 +121,7 @@ class InputLiveness:
     monotonic: Callable[[], float] = time.monotonic
     forget_s: float = 600.0
     _partitions: dict[tuple[str, int], _PartitionState] = field(default_factory=dict)
-    _bridges: dict[str, BridgeStatus] = field(default_factory=dict)
+    _bridges: dict[str, _LastHeartbeat] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _state: str | None = None  # live, behind (catching up) or stalled
 
@@ -152,7 +153,7 @@ class InputLiveness:
 
     def report_bridge(self, bridge: str, heartbeat: Mapping[str, Any], age_s: float = 0.0) -> None:
         """Called by the heartbeat monitor for each heartbeat received (``age_s`` ago)."""
-        status = BridgeStatus(
+        status = _LastHeartbeat(
             received_at=self.monotonic() - age_s,
             mqtt_connected=bool(heartbeat.get("mqtt_connected", False)),
             oldest_unconfirmed_s=float(heartbeat.get("oldest_unconfirmed_s", 0.0) or 0.0),
