@@ -31,7 +31,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,24 +244,39 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
+# The environment this command reads (the pod spec sets it; k8s/base/*.yaml), all here: each
+# is the default of the option beside it.
+_ENVIRONMENT = {
+    "dir": "BYTEWAX_RECOVERY_DIRECTORY",
+    "partitions": "FLEET_RECOVERY_PARTITIONS",
+    "initial_replicas": "FLEET_RECOVERY_INITIAL_REPLICAS",
+    "pod_name": "BYTEWAX_POD_NAME",
+    "statefulset_name": "BYTEWAX_STATEFULSET_NAME",
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    def env(option: str) -> str | None:
+        return environ.get(_ENVIRONMENT[option]) or None
+
+    def env_int(option: str) -> int | None:
+        value = env(option)
+        try:
+            return None if value is None else int(value)
+        except ValueError:
+            raise LayoutError(f"{_ENVIRONMENT[option]}={value!r} is not an integer") from None
+
     parser = argparse.ArgumentParser(
         prog="python -m fleetwatch.recovery_layout",
         description="Lay out a clustered flow's recovery partitions on per-pod volumes.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     init = commands.add_parser("init", help="prepare this pod's volume (init container)")
-    init.add_argument("--dir", type=Path, default=os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"))
-    init.add_argument("--partitions", type=int, default=_env_int("FLEET_RECOVERY_PARTITIONS"))
-    init.add_argument(
-        "--initial-replicas", type=int, default=_env_int("FLEET_RECOVERY_INITIAL_REPLICAS")
-    )
+    init.add_argument("--dir", type=Path, default=env("dir"))
+    init.add_argument("--partitions", type=int, default=env_int("partitions"))
+    init.add_argument("--initial-replicas", type=int, default=env_int("initial_replicas"))
     init.add_argument("--ordinal", type=int, default=None, help="default: from BYTEWAX_POD_NAME")
+    init.set_defaults(pod_name=env("pod_name"), statefulset_name=env("statefulset_name"))
     move = commands.add_parser("rebalance", help="move partitions for a new replica count")
     move.add_argument("--replicas", type=int, required=True)
     move.add_argument("volumes", type=Path, nargs="+", help="every volume, in ordinal order")
@@ -273,13 +288,9 @@ def _parser() -> argparse.ArgumentParser:
 def _init(args: argparse.Namespace) -> str:
     ordinal = args.ordinal
     if ordinal is None:
-        pod, statefulset = (
-            os.environ.get("BYTEWAX_POD_NAME"),
-            os.environ.get("BYTEWAX_STATEFULSET_NAME"),
-        )
-        if not pod or not statefulset:
+        if not args.pod_name or not args.statefulset_name:
             raise LayoutError("give --ordinal, or BYTEWAX_POD_NAME and BYTEWAX_STATEFULSET_NAME")
-        ordinal = ordinal_of(pod, statefulset)
+        ordinal = ordinal_of(args.pod_name, args.statefulset_name)
     for name, value in (
         ("--dir / BYTEWAX_RECOVERY_DIRECTORY", args.dir),
         ("--partitions / FLEET_RECOVERY_PARTITIONS", args.partitions),
@@ -294,9 +305,11 @@ def _init(args: argparse.Namespace) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The command line; ``environ`` (default: this process's environment) gives the
+    defaults of ``init``'s options, the only place this module reads the environment."""
     try:
+        args = _parser(os.environ if environ is None else environ).parse_args(argv)
         if args.command == "init":
             print(_init(args))
         elif args.command == "rebalance":
