@@ -144,13 +144,13 @@ class Move:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RebalancePlan:
     partitions: int
     moves: list[Move]
     redundant: list[Path]
 
 
-def plan_rebalance(volumes: Sequence[Path], replicas: int) -> Plan:
+def plan_rebalance(volumes: Sequence[Path], replicas: int) -> RebalancePlan:
     """Moves that empty the volumes of ordinals ``replicas`` and above onto the least
     loaded remaining ones, and redundant copies to delete (byte-identical duplicates left
     by an interrupted move). Raises LayoutError when the set is incomplete, held twice with
@@ -196,7 +196,7 @@ def plan_rebalance(volumes: Sequence[Path], replicas: int) -> Plan:
             target = min(remaining, key=lambda volume: load[volume])  # first among equals
             load[target] += 1
             moves.append(Move(index, partition.path, partition_file(target, index)))
-    return Plan(count, moves, redundant)
+    return RebalancePlan(count, moves, redundant)
 
 
 def rebalance(volumes: Sequence[Path], replicas: int) -> list[Move]:
