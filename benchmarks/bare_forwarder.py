@@ -1,6 +1,6 @@
 """Baseline for benchmarks/bridge.py: the bridge's work without Bytewax.
 
-One paho client (same persistent session, manual ack) -> ``parse_reading`` -> confluent-kafka
+One paho client (same persistent session, manual ack) -> ``decode_reading`` -> confluent-kafka
 producer, acknowledging each message from its delivery report. Configured by the same
 FLEET_* variables as dataflows.bridge; stops on SIGTERM.
 """
@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from connectors.kafka import PRODUCER_DEFAULTS
 from connectors.mqtt import new_client
-from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
+from domain.readings import Reading, decode_reading, encode_canonical, truck_id_from_topic
 from runtime.settings import Settings
 
 
@@ -30,7 +30,8 @@ def main() -> None:
 
     def on_message(client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         payload = bytes(message.payload)
-        outcome = parse_reading(payload, truck_id_from_topic(message.topic, sub.topic_filter))
+        topic_truck = truck_id_from_topic(message.topic, sub.topic_filter)
+        outcome = decode_reading(payload, topic_truck_id=topic_truck)
         mid, qos = message.mid, message.qos
 
         def acked(error: KafkaError | None, _msg: Message) -> None:

@@ -1,7 +1,7 @@
 """Baseline for benchmarks/alerts.py: the alerts flow's work as one plain Python loop.
 
 Consumes FLEET_TOPIC_TELEMETRY to its end with one confluent-kafka consumer, decodes with
-``decode_canonical``, runs the same ``TruckState`` per truck, and produces the alerts.
+``decode_reading``, runs the same ``TruckState`` per truck, and produces the alerts.
 Prints a JSON line with the counts.
 """
 
@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import PRODUCER_DEFAULTS
 from domain.alerts import build_alert, encode_alert
-from domain.readings import Reading, decode_canonical
+from domain.readings import Reading, decode_reading
 from domain.rules import Detection, TruckState
 from runtime.settings import Settings
 
@@ -60,7 +60,7 @@ def main() -> None:
                 if error.code() == KafkaError._PARTITION_EOF and partition is not None:
                     finished.add(partition)
                 continue
-            outcome = decode_canonical(message.value() or b"")
+            outcome = decode_reading(message.value() or b"")
             if isinstance(outcome, Reading):
                 readings += 1
                 by_truck[outcome.truck_id].append(outcome)

@@ -39,7 +39,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,7 @@ from domain.history import (
     IndexBuilder,
     Kind,
 )
+from domain.timestamps import EPOCH
 from runtime.metrics import HISTORY_LOADED_AT, HISTORY_RELOADS
 from runtime.redaction import redact_text
 from runtime.settings import HistorySettings
@@ -80,9 +81,8 @@ ASSIGNMENTS_FILE = "assignments.parquet"
 _READ_ERRORS = (Exception, PanicException)
 # The key that names a row in an error, for each table.
 _KEYS = {"drivers": "driver_id", "assignments": "truck_id"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FIRST_DAY = (FIRST_DAY - _EPOCH.date()).days
-_LAST_DAY = (LAST_DAY - _EPOCH.date()).days
+_FIRST_DAY = (FIRST_DAY - EPOCH.date()).days
+_LAST_DAY = (LAST_DAY - EPOCH.date()).days
 # What a column of each kind becomes when it holds nothing but nulls (Polars type Null).
 _TYPED: dict[Kind, pl.DataType] = {
     Kind.STRING: pl.String(),
@@ -202,7 +202,7 @@ def _shown(frame: pl.DataFrame, column: Column, row: int) -> str:
     if column.kind is Kind.TIMESTAMP:
         epoch_ms = int(series.dt.epoch("ms")[row])
         if EARLIEST_MS <= epoch_ms <= LATEST_MS:
-            moment = _EPOCH + timedelta(milliseconds=epoch_ms)
+            moment = EPOCH + timedelta(milliseconds=epoch_ms)
             return moment.isoformat(timespec="milliseconds")
         return f"{epoch_ms} ms from 1970-01-01T00:00Z"
     return _short(series[row])

@@ -82,9 +82,6 @@ class BadRow:
 
 
 BackfillItem = TruckReadings | BadRow  # what the source emits
-# The old name, only until dataflows/backfill.py says BackfillItem (connectors/dynamodb.py's
-# Item is a DynamoDB item).
-Item = BackfillItem
 
 
 def _problem() -> pl.Expr:

@@ -1,7 +1,7 @@
 """Reading ``fleet.telemetry`` records back: canonical readings, or dead letters.
 
 Every flow that reads the topic (alerts, archive, store) decodes through here, with the
-same checks: the contract's validation (``domain.readings.decode_canonical``), the future
+same checks: the contract's validation (``domain.readings.decode_reading``), the future
 bound of CONTRACT.md section 3 measured from the Kafka record's timestamp (the moment the
 record was produced, so a replay decides as the first run did; the flow's clock only when
 the broker gave no timestamp), and the last line of defence (dataflows/_guard.py).
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from dataflows._guard import unprocessable
 from domain.dead_letters import DeadLetter, Stage
-from domain.readings import Reading, Rejection, decode_canonical
+from domain.readings import Reading, Rejection, decode_reading
 
 
 def not_after_ms(record_ts_ms: int, received_at_ms: int, max_future_ms: int) -> int:
@@ -25,7 +25,7 @@ def not_after_ms(record_ts_ms: int, received_at_ms: int, max_future_ms: int) -> 
 def decode_telemetry(value: bytes, not_after: int) -> Reading | Rejection | Exception:
     """One record: a reading, a rejection, or the exception decoding raised (never raises)."""
     try:
-        return decode_canonical(value, not_after)
+        return decode_reading(value, not_after_ms=not_after)
     except Exception as error:  # the last line of defence: see dataflows/_guard.py
         return error
 
@@ -49,11 +49,11 @@ def decode_records(
         if isinstance(outcome, Reading):
             readings.append(outcome)
         else:
-            dead.append(dead_letter(outcome, stage, source_topic, value, received_at_ms))
+            dead.append(as_dead_letter(outcome, stage, source_topic, value, received_at_ms))
     return readings, dead
 
 
-def dead_letter(
+def as_dead_letter(
     outcome: Rejection | Exception,
     stage: Stage,
     source_topic: str,

@@ -41,7 +41,7 @@ from connectors.kafka import (
 )
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.liveness import InputClock, InputLiveness
-from dataflows._canonical import dead_letter, decode_telemetry, not_after_ms
+from dataflows._canonical import as_dead_letter, decode_telemetry, not_after_ms
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_kafka
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
@@ -88,7 +88,7 @@ class TelemetryDecoder:
                     arrivals.raws.append(value)
                 else:
                     dead_letters.append(
-                        dead_letter(
+                        as_dead_letter(
                             outcome, Stage.ALERTS, self.topics.telemetry, value, received_at
                         )
                     )

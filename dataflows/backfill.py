@@ -23,7 +23,7 @@ import atexit
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from bytewax import operators as op
@@ -35,7 +35,7 @@ from connectors.history import HistoryStore
 from connectors.jsonl_sink import JsonlSink
 from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.parquet_input import (
-    Item,
+    BackfillItem,
     ParquetReadingsSource,
     TruckReadings,
     resolve_inputs,
@@ -49,7 +49,7 @@ from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
 from domain.readings import encode_canonical
 from domain.rules import RuleConfig
-from domain.timestamps import to_epoch_ms
+from domain.timestamps import EPOCH, to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import ALERTS, READINGS_IN
 from runtime.progress import Progress
@@ -57,11 +57,10 @@ from runtime.settings import Settings
 
 KeyedLine = tuple[str, bytes]
 DEAD_LETTER_KEY = ""  # alert lines are keyed by truck id, which is never empty
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _no_wall_clock() -> datetime:
-    return _EPOCH  # never consulted for results: wall_clock=False below
+    return EPOCH  # never consulted for results: wall_clock=False below
 
 
 _ROWS_IN = READINGS_IN.labels("backfill")
@@ -77,7 +76,7 @@ class BackfillLines:
     source: str = "backfill"  # the dead letters' source_topic for unprocessable alerts
     now: Callable[[], datetime] = utc_now
 
-    def arrivals(self, items: list[Item]) -> list[tuple[str, Arrivals] | DeadLetter]:
+    def arrivals(self, items: list[BackfillItem]) -> list[tuple[str, Arrivals] | DeadLetter]:
         """Each truck's sorted readings to the rules; a bad row is a dead letter."""
         out: list[tuple[str, Arrivals] | DeadLetter] = []
         for item in items:
@@ -134,7 +133,7 @@ class BackfillLines:
 
 
 def build_flow(
-    source: Source[Item],
+    source: Source[BackfillItem],
     alerts_out: Sink[KeyedLine],
     dead_letters_out: Sink[KeyedLine],
     config: RuleConfig,

@@ -37,7 +37,7 @@ from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from domain.dead_letters import DeadLetter, Reason, Stage
-from domain.readings import Reading, encode_canonical, parse_reading, truck_id_from_topic
+from domain.readings import Reading, decode_reading, encode_canonical, truck_id_from_topic
 from runtime.clock import wall_clock_ms
 from runtime.metrics import READINGS_IN
 from runtime.settings import Settings
@@ -80,9 +80,9 @@ class BridgeRoutes:
 
     def _route(self, message: MqttMessage) -> OutboundRecord | DeadLetter:
         topic_truck = truck_id_from_topic(message.topic, self.topic_filter)
-        outcome = parse_reading(
+        outcome = decode_reading(
             message.payload,
-            topic_truck or "",
+            topic_truck_id=topic_truck or "",
             not_after_ms=message.received_at_ms + self.max_future_ms,
         )
         if isinstance(outcome, Reading):

@@ -1,6 +1,6 @@
 """Telemetry readings: decoding, validation (CONTRACT.md section 2-3) and the canonical form.
 
-``parse_reading`` never raises for any input bytes: it returns a ``Reading`` or a
+``decode_reading`` never raises for any input bytes: it returns a ``Reading`` or a
 ``Rejection`` naming the contract's reason code. Checks run in a fixed order, and the first
 failing one names the reason: size, JSON syntax, schema (presence and types of every field),
 timestamp, value ranges, and finally the truck id against the MQTT topic's.
@@ -12,13 +12,19 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 
 from domain.dead_letters import Reason
-from domain.timestamps import BadTimestamp, check_epoch_ms, format_rfc3339_ms, parse_rfc3339_ms
+from domain.timestamps import (
+    EPOCH,
+    BadTimestamp,
+    check_epoch_ms,
+    format_rfc3339_ms,
+    parse_rfc3339_ms,
+)
 
 # The limits of CONTRACT.md section 2, defined once: the stream's validation below and the
 # backfill's Polars expressions (connectors/parquet_input.py) are both built from these.
@@ -34,7 +40,6 @@ EVENT_ID_RULE = f"event_id must be a string of 1-{MAX_EVENT_ID_CHARS} chars"
 
 _TRUCK_ID = re.compile(TRUCK_ID_PATTERN, re.ASCII)
 _DECODER = msgspec.json.Decoder()
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 
@@ -114,15 +119,32 @@ def encode_canonical(reading: Reading) -> bytes:
 _CANONICAL_DECODER = msgspec.json.Decoder(_CheckedCanonical)
 
 
-def decode_canonical(payload: bytes, not_after_ms: int | None = None) -> Reading | Rejection:
-    """Decode a reading from ``fleet.telemetry``: a fast path for the canonical form the
-    bridge writes, and the full validation of ``parse_reading`` for anything else (another
-    producer may write to the topic), so the outcome is the same either way.
-    ``not_after_ms``: as for ``parse_reading``."""
+def decode_reading(
+    payload: bytes, *, topic_truck_id: str | None = None, not_after_ms: int | None = None
+) -> Reading | Rejection:
+    """The one decoder of telemetry: a raw MQTT payload (the bridge) or a ``fleet.telemetry``
+    record (every flow that reads the topic). ``topic_truck_id`` (the MQTT topic's) is
+    checked when given; a ``ts`` after ``not_after_ms`` (receipt + FLEET_MAX_FUTURE_S) is
+    refused. The canonical form the bridge writes takes a fast path, checked by msgspec in
+    C; anything else is validated field by field. Both decide alike (a property test holds
+    them to it), so where a payload comes from never changes its outcome."""
+    reading = _decode_canonical(payload, not_after_ms)
+    if reading is None:
+        return _validate_payload(payload, topic_truck_id, not_after_ms)
+    if topic_truck_id is not None and reading.truck_id != topic_truck_id:
+        return _mismatch(reading.truck_id, topic_truck_id)
+    return reading
+
+
+def _decode_canonical(payload: bytes, not_after_ms: int | None) -> Reading | None:
+    """The reading, if ``payload`` is in the canonical form and valid; else None (then the
+    full validation decides)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None
     try:
         canonical = _CANONICAL_DECODER.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return parse_reading(payload, not_after_ms=not_after_ms)
+        return None
     ts = canonical.ts
     # Exactly YYYY-MM-DDTHH:MM:SS.mmmZ in ASCII here; anything else (ISO week dates,
     # other scripts' digits, which fromisoformat takes) goes the full way.
@@ -136,15 +158,14 @@ def decode_canonical(payload: bytes, not_after_ms: int | None = None) -> Reading
         or ts[19] != "."
         or ts[23] != "Z"
         or not _is_truck_id(canonical.truck_id)
-        or len(payload) > MAX_PAYLOAD_BYTES
     ):
-        return parse_reading(payload, not_after_ms=not_after_ms)
+        return None
     try:
-        ts_ms = (datetime.fromisoformat(ts) - _EPOCH) // _ONE_MS
+        ts_ms = (datetime.fromisoformat(ts) - EPOCH) // _ONE_MS
     except ValueError:
-        return parse_reading(payload, not_after_ms=not_after_ms)
+        return None
     if ts_ms < 0 or (not_after_ms is not None and ts_ms > not_after_ms):
-        return parse_reading(payload, not_after_ms=not_after_ms)
+        return None
     return Reading(
         canonical.event_id,
         canonical.truck_id,
@@ -155,16 +176,22 @@ def decode_canonical(payload: bytes, not_after_ms: int | None = None) -> Reading
     )
 
 
+def _mismatch(truck_id: str, topic_truck_id: str) -> Rejection:
+    return Rejection(
+        Reason.TRUCK_MISMATCH,
+        f"payload truck_id {truck_id!r} differs from topic's {topic_truck_id!r}",
+    )
+
+
 @functools.lru_cache(maxsize=65_536)
 def _is_truck_id(truck_id: str) -> bool:
     return _TRUCK_ID.fullmatch(truck_id) is not None
 
 
-def parse_reading(
-    payload: bytes, topic_truck_id: str | None = None, *, not_after_ms: int | None = None
+def _validate_payload(
+    payload: bytes, topic_truck_id: str | None, not_after_ms: int | None
 ) -> Reading | Rejection:
-    """Validate one raw payload. ``topic_truck_id`` (from the MQTT topic) is checked when
-    given; a ``ts`` after ``not_after_ms`` (receipt + FLEET_MAX_FUTURE_S) is refused."""
+    """Validate one payload field by field, in the order the module docstring gives."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejection(
             Reason.TOO_LARGE, f"payload is {len(payload)} bytes, limit is {MAX_PAYLOAD_BYTES}"
@@ -221,10 +248,7 @@ def _validate_fields(
     if range_problem is not None:
         return Rejection(Reason.OUT_OF_RANGE, range_problem)
     if topic_truck_id is not None and truck_id != topic_truck_id:
-        return Rejection(
-            Reason.TRUCK_MISMATCH,
-            f"payload truck_id {truck_id!r} differs from topic's {topic_truck_id!r}",
-        )
+        return _mismatch(truck_id, topic_truck_id)
     return Reading(event_id, truck_id, ts_ms, speed, lat, lon)
 
 

@@ -80,11 +80,6 @@ class Admission(Enum):
     LATE = "late"
 
 
-# The old name, only until tests/unit/test_rules.py and test_state_bounds.py say Admission:
-# ``domain.notifications.Verdict`` (a delivery's outcome) is the one Verdict.
-Verdict = Admission
-
-
 @dataclass
 class TruckTimeline:
     """Event-time order, duplicates and lateness for one truck."""

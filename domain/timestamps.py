@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the Unix epoch, aware: the one definition
 
 # RFC 3339 section 5.6 date-time: a full date, 'T' (or a space, which RFC 3339 permits),
 # a full time with optional fraction, and a mandatory offset. ASCII digits only: Python's
@@ -61,7 +61,7 @@ def parse_rfc3339_ms(text: str) -> int:
         sign = 1 if offset[0] == "+" else -1
         offset_ms = sign * (offset_hours * 60 + offset_minutes) * _MS_PER_MINUTE
     millis = int((fraction or "0")[:3].ljust(3, "0"))
-    day_ms = (midnight - _EPOCH) // timedelta(milliseconds=1)
+    day_ms = (midnight - EPOCH) // timedelta(milliseconds=1)
     epoch_ms = day_ms + ((hours * 60 + minutes) * 60 + seconds) * 1000 + millis - offset_ms
     if leap_second:
         # hh:mm:60 counted as the next minute's :00: a true leap second lands on midnight UTC.
@@ -81,7 +81,7 @@ def check_epoch_ms(epoch_ms: int) -> int:
 
 def format_rfc3339_ms(epoch_ms: int) -> str:
     """Format epoch ms as RFC 3339 UTC with exactly three fraction digits and ``Z``."""
-    moment = _EPOCH + timedelta(milliseconds=epoch_ms)
+    moment = EPOCH + timedelta(milliseconds=epoch_ms)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
 
 
@@ -89,9 +89,9 @@ def to_epoch_ms(moment: datetime) -> int:
     """Convert an aware datetime to epoch milliseconds (naive datetimes are refused)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: fleetwatch only handles aware UTC instants")
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 def from_epoch_ms(epoch_ms: int) -> datetime:
     """Convert epoch milliseconds to an aware UTC datetime."""
-    return _EPOCH + timedelta(milliseconds=epoch_ms)
+    return EPOCH + timedelta(milliseconds=epoch_ms)

@@ -1,7 +1,13 @@
 """Every environment variable fleetwatch reads, defined and validated in one place.
 
-``Settings.from_env()`` is called once when a flow is built; a bad value raises
-``SettingsError`` naming the variable. Nothing else in the code base reads ``os.environ``.
+``Settings.from_env()`` is called when a flow is built (dataflows/_entry.py) and by the
+operator commands; a bad value raises ``SettingsError`` naming the variable. Other readers
+of ``os.environ``, each for a reason: ``fleetwatch.recovery_layout`` (an init container:
+BYTEWAX_RECOVERY_DIRECTORY, BYTEWAX_POD_NAME, BYTEWAX_STATEFULSET_NAME, FLEET_RECOVERY_*,
+in ``main`` only); the development harness (``devtools.launcher`` hands the environment
+without FLEET_* to the flows it starts, ``devtools.localbrokers`` reads
+FLEET_TEST_KAFKA_BROKERS); Bytewax, boto3 and libpq read BYTEWAX_*, AWS_* and PG*
+themselves.
 """
 
 from __future__ import annotations

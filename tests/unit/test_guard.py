@@ -26,7 +26,7 @@ from dataflows.backfill import build_flow as backfill_flow
 from dataflows.backfill import dead_letter_path
 from dataflows.bridge import BridgeRoutes
 from dataflows.bridge import build_flow as bridge_flow
-from domain.readings import Reading, Rejection, decode_canonical, parse_reading
+from domain.readings import Reading, Rejection, decode_reading
 from domain.rules import RuleConfig
 from runtime.progress import Progress
 from tests.builders import BEGINNING, RECEIVED_MS, payload
@@ -55,7 +55,7 @@ def _dead(record: OutboundRecord) -> dict[str, Any]:
 
 
 def test_bridge_dead_letters_the_record_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dataflows.bridge, "parse_reading", _raising_on_poison(parse_reading))
+    monkeypatch.setattr(dataflows.bridge, "decode_reading", _raising_on_poison(decode_reading))
     acked: list[str] = []
     messages = [
         MqttMessage("fleet/T1/telemetry", payload(event_id="a"), RECEIVED_MS, lambda: acked.append("a")),
@@ -86,9 +86,7 @@ def test_bridge_dead_letters_the_record_and_goes_on(monkeypatch: pytest.MonkeyPa
 def test_alerts_decoder_dead_letters_the_record_and_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        dataflows._canonical, "decode_canonical", _raising_on_poison(decode_canonical)
-    )
+    monkeypatch.setattr(dataflows._canonical, "decode_reading", _raising_on_poison(decode_reading))
     readings = fast("T1", 0, 1, 2, 3, 4)
     fetches = [message(r) for r in readings[:2]]
     fetches.append(type(fetches[0])(0, 0, 0, [POISON], [readings[0].ts_ms]))

@@ -14,8 +14,9 @@ from domain.readings import (
     MAX_PAYLOAD_BYTES,
     Reading,
     Rejection,
+    _validate_payload,
+    decode_reading,
     encode_canonical,
-    parse_reading,
     truck_id_from_topic,
 )
 from domain.timestamps import parse_rfc3339_ms
@@ -24,8 +25,17 @@ from tests.builders import DROP, payload
 TS_MS = parse_rfc3339_ms("2026-11-24T10:15:03.120Z")
 
 
+def validated(
+    raw: bytes, topic_truck_id: str | None = None, *, not_after_ms: int | None = None
+) -> Reading | Rejection:
+    """The field-by-field validation alone, without the canonical fast path."""
+    return _validate_payload(raw, topic_truck_id, not_after_ms)
+
+
 def test_valid_payload_becomes_a_reading() -> None:
-    assert parse_reading(payload(), "T1") == Reading("e-1", "T1", TS_MS, 93.5, 52.5, 13.4)
+    assert decode_reading(payload(), topic_truck_id="T1") == Reading(
+        "e-1", "T1", TS_MS, 93.5, 52.5, 13.4
+    )
 
 
 @pytest.mark.parametrize(
@@ -37,7 +47,7 @@ def test_valid_payload_becomes_a_reading() -> None:
     ],
 )
 def test_optional_position(overrides: dict[str, object], expected: tuple[object, object]) -> None:
-    reading = parse_reading(payload(**overrides), "T1")
+    reading = decode_reading(payload(**overrides), topic_truck_id="T1")
     assert isinstance(reading, Reading)
     assert (reading.lat, reading.lon) == expected
 
@@ -57,35 +67,35 @@ def test_optional_position(overrides: dict[str, object], expected: tuple[object,
     ],
 )
 def test_timestamp_forms(ts: object, expected_ms: int) -> None:
-    reading = parse_reading(payload(ts=ts), "T1")
+    reading = decode_reading(payload(ts=ts), topic_truck_id="T1")
     assert isinstance(reading, Reading)
     assert reading.ts_ms == expected_ms
 
 
 def test_extra_fields_are_ignored() -> None:
-    assert parse_reading(payload(firmware="2.1", extra={"a": [1]}), "T1") == parse_reading(
-        payload(), "T1"
-    )
+    assert decode_reading(
+        payload(firmware="2.1", extra={"a": [1]}), topic_truck_id="T1"
+    ) == validated(payload(), "T1")
 
 
 def test_speed_bounds_are_inclusive() -> None:
     for speed in (0, 400, 400.0):
-        assert isinstance(parse_reading(payload(speed_kmh=speed), "T1"), Reading)
+        assert isinstance(decode_reading(payload(speed_kmh=speed), topic_truck_id="T1"), Reading)
 
 
 def test_truck_id_charset_and_length() -> None:
     for truck in ("a", "A-b_c.9", "x" * 64):
-        assert isinstance(parse_reading(payload(truck_id=truck), truck), Reading)
+        assert isinstance(decode_reading(payload(truck_id=truck), topic_truck_id=truck), Reading)
 
 
 def test_event_id_length_limits() -> None:
-    assert isinstance(parse_reading(payload(event_id="x" * 128), "T1"), Reading)
+    assert isinstance(decode_reading(payload(event_id="x" * 128), topic_truck_id="T1"), Reading)
     assert _reason(payload(event_id="x" * 129)) is Reason.SCHEMA
     assert _reason(payload(event_id="")) is Reason.SCHEMA
 
 
 def _reason(raw: bytes, topic_truck: str | None = "T1") -> Reason:
-    outcome = parse_reading(raw, topic_truck)
+    outcome = decode_reading(raw, topic_truck_id=topic_truck)
     assert isinstance(outcome, Rejection), outcome
     assert outcome.detail
     return outcome.reason
@@ -151,18 +161,20 @@ def test_reason_precedence_follows_check_order() -> None:
 
 
 def test_truck_is_not_checked_without_topic_truck() -> None:
-    assert isinstance(parse_reading(payload(truck_id="T2"), None), Reading)
+    assert isinstance(validated(payload(truck_id="T2"), None), Reading)
 
 
 def test_exactly_64_kib_is_accepted_size_wise() -> None:
     base = payload(pad="")
     padded = base.replace(b'"pad": ""', b'"pad": "' + b"x" * (MAX_PAYLOAD_BYTES - len(base)) + b'"')
     assert len(padded) == MAX_PAYLOAD_BYTES
-    assert isinstance(parse_reading(padded, "T1"), Reading)
+    assert isinstance(decode_reading(padded, topic_truck_id="T1"), Reading)
 
 
 def test_canonical_form_has_exactly_the_contract_fields() -> None:
-    reading = parse_reading(payload(ts="2026-11-24T12:15:03.120+02:00", speed_kmh=95), "T1")
+    reading = decode_reading(
+        payload(ts="2026-11-24T12:15:03.120+02:00", speed_kmh=95), topic_truck_id="T1"
+    )
     assert isinstance(reading, Reading)
     document = json.loads(encode_canonical(reading))
     assert document == {
@@ -177,7 +189,7 @@ def test_canonical_form_has_exactly_the_contract_fields() -> None:
 
 def test_canonical_form_round_trips() -> None:
     reading = Reading("e-9", "T9", TS_MS, 12.25, None, None)
-    assert parse_reading(encode_canonical(reading), "T9") == reading
+    assert decode_reading(encode_canonical(reading), topic_truck_id="T9") == reading
 
 
 @pytest.mark.parametrize(
@@ -197,7 +209,7 @@ def test_truck_id_from_topic(topic: str, topic_filter: str, truck: str | None) -
 
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
-    outcome = parse_reading(raw, "T1")
+    outcome = decode_reading(raw, topic_truck_id="T1")
     assert isinstance(outcome, Reading | Rejection)
 
 
@@ -225,7 +237,7 @@ json_values = st.recursive(
 )
 def test_arbitrary_documents_never_raise(document: dict[str, object]) -> None:
     raw = msgspec.json.encode(document) if _encodable(document) else b"{}"
-    outcome = parse_reading(raw, "T1")
+    outcome = decode_reading(raw, topic_truck_id="T1")
     if isinstance(outcome, Reading):
         assert 0 <= outcome.speed_kmh <= 400
         assert outcome.truck_id == "T1"

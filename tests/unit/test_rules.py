@@ -8,13 +8,13 @@ import pytest
 
 from domain.readings import Reading
 from domain.rules import (
+    Admission,
     Detection,
     Rule,
     RuleConfig,
     SpeedingRules,
     TruckState,
     TruckTimeline,
-    Verdict,
 )
 from tests.builders import BEGINNING, minutes, reading, seconds
 
@@ -118,14 +118,14 @@ def test_violations_never_exceed_the_count_needed() -> None:
 LATENESS = CONFIG.allowed_lateness_ms
 
 
-def accept_all(timeline: TruckTimeline, readings: list[Reading]) -> list[Verdict]:
+def accept_all(timeline: TruckTimeline, readings: list[Reading]) -> list[Admission]:
     return [timeline.accept(r, LATENESS) for r in readings]
 
 
 def test_timeline_releases_in_event_time_order_once_behind_the_watermark() -> None:
     timeline = TruckTimeline()
     a, b, c = fast_at(5), fast_at(0), fast_at(30)
-    assert accept_all(timeline, a + b) == [Verdict.ACCEPTED, Verdict.ACCEPTED]
+    assert accept_all(timeline, a + b) == [Admission.ACCEPTED, Admission.ACCEPTED]
     assert timeline.release(LATENESS) == [], "newest is 5 s, watermark -5 s: nothing behind it"
     accept_all(timeline, c)
     assert timeline.release(LATENESS) == b + a, "watermark 20 s: 0 s and 5 s, sorted"
@@ -151,10 +151,10 @@ def test_equal_timestamps_decide_which_violation_is_oldest() -> None:
 
 @pytest.mark.parametrize(
     ("offset_s", "verdict"),
-    [(-10.001, Verdict.LATE), (-10, Verdict.ACCEPTED), (-3, Verdict.ACCEPTED)],
+    [(-10.001, Admission.LATE), (-10, Admission.ACCEPTED), (-3, Admission.ACCEPTED)],
     ids=["older than the watermark", "at the watermark", "within lateness"],
 )
-def test_lateness_boundary(offset_s: float, verdict: Verdict) -> None:
+def test_lateness_boundary(offset_s: float, verdict: Admission) -> None:
     timeline = TruckTimeline()
     accept_all(timeline, fast_at(100))
     assert timeline.accept(fast_at(100 + offset_s)[0], LATENESS) is verdict
@@ -163,12 +163,12 @@ def test_lateness_boundary(offset_s: float, verdict: Verdict) -> None:
 def test_duplicates_are_ignored_and_then_forgotten_behind_the_watermark() -> None:
     timeline = TruckTimeline()
     first = reading(at=BEGINNING, event_id="x")
-    assert timeline.accept(first, LATENESS) is Verdict.ACCEPTED
-    assert timeline.accept(first, LATENESS) is Verdict.DUPLICATE
+    assert timeline.accept(first, LATENESS) is Admission.ACCEPTED
+    assert timeline.accept(first, LATENESS) is Admission.DUPLICATE
     accept_all(timeline, fast_at(60))
     timeline.release(LATENESS)
     assert "x" not in timeline.seen, "forgotten once the watermark passed it"
-    assert timeline.accept(first, LATENESS) is Verdict.LATE, "a resend after that is late"
+    assert timeline.accept(first, LATENESS) is Admission.LATE, "a resend after that is late"
 
 
 def test_a_resend_of_the_last_released_reading_is_a_duplicate_then_late() -> None:
@@ -177,10 +177,10 @@ def test_a_resend_of_the_last_released_reading_is_a_duplicate_then_late() -> Non
     accept_all(timeline, [*fast_at(0), last])
     timeline.release(LATENESS, flush=True)
     assert timeline.seen == set(), "no id is remembered for a released reading"
-    assert timeline.accept(last, LATENESS) is Verdict.DUPLICATE, "its key is the frontier"
+    assert timeline.accept(last, LATENESS) is Admission.DUPLICATE, "its key is the frontier"
     accept_all(timeline, fast_at(6))
     timeline.release(LATENESS, flush=True)
-    assert timeline.accept(last, LATENESS) is Verdict.LATE, "behind the frontier now"
+    assert timeline.accept(last, LATENESS) is Admission.LATE, "behind the frontier now"
 
 
 def test_a_truck_flushed_after_every_reading_remembers_no_ids() -> None:
@@ -205,8 +205,8 @@ def test_flush_releases_everything_and_later_older_readings_are_late() -> None:
     accept_all(timeline, fast_at(0, 5))
     assert len(timeline.release(LATENESS, flush=True)) == 2
     assert timeline.pending == []
-    assert timeline.accept(fast_at(4)[0], LATENESS) is Verdict.LATE, "behind what was evaluated"
-    assert timeline.accept(fast_at(6)[0], LATENESS) is Verdict.ACCEPTED
+    assert timeline.accept(fast_at(4)[0], LATENESS) is Admission.LATE, "behind what was evaluated"
+    assert timeline.accept(fast_at(6)[0], LATENESS) is Admission.ACCEPTED
 
 
 def test_state_stays_small_over_a_long_run() -> None:

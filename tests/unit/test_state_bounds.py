@@ -36,7 +36,7 @@ from dataflows.speeding import (
     _Trucks,
 )
 from domain.readings import Reading, encode_canonical
-from domain.rules import Detection, Rule, RuleConfig, SpeedingRules, TruckState, Verdict
+from domain.rules import Admission, Detection, Rule, RuleConfig, SpeedingRules, TruckState
 from runtime.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
 from tests.builders import BEGINNING, BEGINNING_MS, reading, seconds
 from tests.unit.test_alerts_flow import FakeClock
@@ -556,4 +556,4 @@ def test_rules_are_unchanged_for_a_truck_that_never_reaches_a_cap() -> None:
     assert [tuple(r.ts_ms for r in d.readings) for d in found] == [
         tuple(r.ts_ms for r in at(0, 1, 2, 3, 4))
     ]
-    assert state.timeline.accept(at(9)[0], 10_000) is Verdict.DUPLICATE, "the frontier's resend"
+    assert state.timeline.accept(at(9)[0], 10_000) is Admission.DUPLICATE, "the frontier's resend"
