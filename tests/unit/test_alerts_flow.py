@@ -4,37 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, TestingSource, TimeTestingGetter, run_main
 
 from connectors.kafka import OutboundRecord
 from connectors.kafka_source import Fetch
 from dataflows.alerts import build_flow
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
-from domain.timestamps import from_epoch_ms
 from runtime.settings import Topics
 from tests.builders import BEGINNING, reading, seconds
 from tests.reference import AlertKey, reference_alerts
 
 TOPICS = Topics(telemetry="telemetry", alerts="alerts", dlq="dlq", late="late")
 CONFIG = RuleConfig()
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.current = start
-
-    def now(self) -> datetime:
-        return self.current
-
-    def advance(self, by: timedelta) -> None:
-        self.current += by
-
-    @classmethod
-    def at_ms(cls, epoch_ms: int) -> FakeClock:
-        return cls(from_epoch_ms(epoch_ms))
 
 
 def message(r: Reading) -> Fetch:
@@ -46,13 +30,13 @@ def fetch(*values: bytes) -> Fetch:
     return Fetch(0, 0, len(values) - 1, list(values))
 
 
-def run(items: Iterable[object], clock: FakeClock | None = None) -> list[OutboundRecord]:
-    clock = clock or FakeClock(BEGINNING)
+def run(items: Iterable[object], clock: TimeTestingGetter | None = None) -> list[OutboundRecord]:
+    clock = clock or TimeTestingGetter(BEGINNING)
     out: list[OutboundRecord] = []
     # The fake clock drives all three clocks: being in Bytewax's past, every notification is
     # due at once, and the quiet time the flow sees is the fake one.
     flow = build_flow(
-        TestingSource(items), TestingSink(out), TOPICS, CONFIG, clock.now, schedule_clock=clock.now
+        TestingSource(items), TestingSink(out), TOPICS, CONFIG, clock.get, schedule_clock=clock.get
     )
     run_main(flow)
     return out
@@ -133,7 +117,7 @@ def test_end_of_input_evaluates_everything_pending() -> None:
     assert len(on(records, "alerts")) == 1
 
 
-def _quiet_truck_stream(clock: FakeClock, advance: timedelta) -> Iterator[object]:
+def _quiet_truck_stream(clock: TimeTestingGetter, advance: timedelta) -> Iterator[object]:
     for r in fast("T1", 0, 1, 2, 3, 4):  # pending: within 10 s of the newest
         yield message(r)
     clock.advance(advance)
@@ -143,18 +127,18 @@ def _quiet_truck_stream(clock: FakeClock, advance: timedelta) -> Iterator[object
 
 
 def test_quiet_truck_is_flushed_by_wall_time() -> None:
-    clock = FakeClock(BEGINNING)
+    clock = TimeTestingGetter(BEGINNING)
     records = run(_quiet_truck_stream(clock, seconds(11)), clock)
     assert len(on(records, "alerts")) == 1
 
 
 def test_quiet_truck_is_not_flushed_before_the_lateness_passed() -> None:
-    clock = FakeClock(BEGINNING)
+    clock = TimeTestingGetter(BEGINNING)
     records = run(_quiet_truck_stream(clock, seconds(9)), clock)
     assert on(records, "alerts") == []
 
 
 def test_detected_at_is_processing_time() -> None:
-    clock = FakeClock(BEGINNING + timedelta(days=2))
+    clock = TimeTestingGetter(BEGINNING + timedelta(days=2))
     records = run((message(r) for r in fast("T1", 0, 1, 2, 3, 4)), clock)
     assert json.loads(on(records, "alerts")[0].value)["detected_at"] == "2026-11-26T10:00:00.000Z"

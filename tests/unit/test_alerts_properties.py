@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSink, TestingSource, TimeTestingGetter, cluster_main, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,9 +19,10 @@ from connectors.kafka import OutboundRecord
 from dataflows.alerts import build_flow
 from domain.readings import Reading
 from domain.rules import RuleConfig
+from domain.timestamps import from_epoch_ms
 from tests.builders import BEGINNING_MS
 from tests.reference import reference_alerts
-from tests.unit.test_alerts_flow import CONFIG, TOPICS, FakeClock, alert_keys, message, on
+from tests.unit.test_alerts_flow import CONFIG, TOPICS, alert_keys, message, on
 
 SPEEDS = [60.0, 85.0, 90.0, 90.5, 95.0, 110.0, 130.0, 130.5, 145.0]
 
@@ -101,10 +102,10 @@ def test_abort_and_resume_from_recovery_gives_the_same_alerts(tmp_path: Path) ->
     recovery = RecoveryConfig(str(tmp_path))
     source = TestingSource(items)
     out: list[OutboundRecord] = []
-    clock = FakeClock.at_ms(BEGINNING_MS)
+    clock = TimeTestingGetter(from_epoch_ms(BEGINNING_MS))
     seen_after_each_run = []
     for _ in range(4):  # three aborted executions, then one that reaches the end
-        flow = build_flow(source, TestingSink(out), TOPICS, CONFIG, clock.now)
+        flow = build_flow(source, TestingSink(out), TOPICS, CONFIG, clock.get)
         run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
         seen_after_each_run.append(len(alert_keys(out)))
     expected = reference_alerts(readings, CONFIG)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, TestingSource, TimeTestingGetter, run_main
 
 import dataflows._canonical
 import dataflows.bridge
@@ -31,7 +31,7 @@ from domain.rules import RuleConfig
 from runtime.progress import Progress
 from tests.builders import BEGINNING, RECEIVED_MS, payload
 from tests.reference import reference_alerts
-from tests.unit.test_alerts_flow import CONFIG, TOPICS, FakeClock, alert_keys, fast, message, on
+from tests.unit.test_alerts_flow import CONFIG, TOPICS, alert_keys, fast, message, on
 
 pytestmark = pytest.mark.unprocessable_expected
 
@@ -92,8 +92,8 @@ def test_alerts_decoder_dead_letters_the_record_and_goes_on(
     fetches.append(type(fetches[0])(0, 0, 0, [POISON], [readings[0].ts_ms]))
     fetches += [message(r) for r in readings[2:]]
     out: list[OutboundRecord] = []
-    clock = FakeClock(BEGINNING)
-    run_main(alerts_flow(TestingSource(fetches), TestingSink(out), TOPICS, CONFIG, clock.now))
+    clock = TimeTestingGetter(BEGINNING)
+    run_main(alerts_flow(TestingSource(fetches), TestingSink(out), TOPICS, CONFIG, clock.get))
     assert alert_keys(out) == reference_alerts(readings, CONFIG)
     [dead] = on(out, TOPICS.dlq)
     assert _dead(dead)["reason"] == "unprocessable"
@@ -111,7 +111,7 @@ def test_an_alert_that_cannot_be_built_is_dead_lettered_with_its_readings() -> N
         TestingSink(out),
         TOPICS,
         CONFIG,
-        FakeClock(BEGINNING).now,
+        TimeTestingGetter(BEGINNING).get,
         history=broken_history,
     )
     run_main(flow)

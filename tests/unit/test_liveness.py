@@ -4,11 +4,12 @@ clock; and the quiet-truck flush measured on that clock (dataflows/speeding.py).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import structlog.testing
+from bytewax.testing import TimeTestingGetter
 
 from connectors.heartbeat import heartbeat_status
 from connectors.liveness import (
@@ -153,26 +154,18 @@ def test_a_bridge_status_measures_the_stall_from_its_last_progress() -> None:
     assert (status.unconfirmed, status.oldest_unconfirmed_s) == (2, 2.5)
 
 
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 def test_a_truck_is_not_flushed_while_its_input_clock_stands_still() -> None:
-    wall, quiet = Clock(BEGINNING), Clock(BEGINNING)
+    wall, quiet = TimeTestingGetter(BEGINNING), TimeTestingGetter(BEGINNING)
     config = RuleConfig(allowed_lateness_ms=10_000)
-    logic = SpeedingRulesStep(config, wall, quiet_clock=quiet).build(None)
+    logic = SpeedingRulesStep(config, wall.get, quiet_clock=quiet.get).build(None)
     pending = [reading(at=BEGINNING + seconds(s), speed=140) for s in (0, 1)]
     logic.on_batch([Arrivals(pending, [b"", b""])])
-    wall.at += timedelta(hours=1)  # an hour of outage: the wall clock runs, the input's not
-    quiet.at += seconds(3)
-    assert logic.notify_at() == wall.at + seconds(7), "due once 7 s more of input time pass"
+    wall.advance(timedelta(hours=1))  # an hour of outage: the wall clock runs, the input's not
+    quiet.advance(seconds(3))
+    assert logic.notify_at() == wall.get() + seconds(7), "due once 7 s more of input time pass"
     outcomes, _ = logic.on_notify()
     assert outcomes == [], "nothing flushed during the outage"
-    quiet.at += seconds(7)
+    quiet.advance(seconds(7))
     outcomes, _ = logic.on_notify()
     assert len(outcomes) == 1, "flushed once the input was quiet for the lateness"
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bytewax.operators import StatefulBatchLogic
+from bytewax.testing import TimeTestingGetter
 
 from dataflows.speeding import Arrivals, LateReading, SpeedingRulesStep
 from domain.readings import Reading, encode_canonical
 from domain.rules import Detection, RuleConfig, TruckState
 from tests.builders import BEGINNING, reading, seconds
-from tests.unit.test_alerts_flow import FakeClock
 
 CONFIG = RuleConfig()
 
@@ -21,12 +21,12 @@ def arrivals(*offsets_s: float, speed: float = 95.0) -> list[Arrivals]:
     return [Arrivals(rs, [encode_canonical(r) for r in rs])]
 
 
-def step(clock: FakeClock) -> SpeedingRulesStep:
-    return SpeedingRulesStep(CONFIG, clock.now, idle_ttl=timedelta(minutes=30))
+def step(clock: TimeTestingGetter) -> SpeedingRulesStep:
+    return SpeedingRulesStep(CONFIG, clock.get, idle_ttl=timedelta(minutes=30))
 
 
 def test_quiet_truck_flushes_then_is_discarded_and_costs_nothing() -> None:
-    clock = FakeClock(BEGINNING)
+    clock = TimeTestingGetter(BEGINNING)
     logic = step(clock).build(None)
     outcomes, _ = logic.on_batch(arrivals(0, 1, 2, 3, 4))
     assert outcomes == [], "all within the lateness of the newest: pending"
@@ -44,7 +44,7 @@ def test_quiet_truck_flushes_then_is_discarded_and_costs_nothing() -> None:
 
 
 def test_state_entries_do_not_grow_with_the_number_of_readings() -> None:
-    clock = FakeClock(BEGINNING)
+    clock = TimeTestingGetter(BEGINNING)
     logic = step(clock).build(None)
     sizes = []
     for batch_start in range(0, 20_000, 100):
@@ -58,7 +58,7 @@ def test_state_entries_do_not_grow_with_the_number_of_readings() -> None:
 
 
 def test_restored_state_makes_nothing_late_after_long_downtime() -> None:
-    clock = FakeClock(BEGINNING)
+    clock = TimeTestingGetter(BEGINNING)
     logic = step(clock).build(None)
     logic.on_batch(arrivals(0, 1, 2, 3))
     snapshot = logic.snapshot()
@@ -78,7 +78,7 @@ def test_restored_state_makes_nothing_late_after_long_downtime() -> None:
 
 
 def test_snapshot_is_a_copy() -> None:
-    clock = FakeClock(BEGINNING)
+    clock = TimeTestingGetter(BEGINNING)
     logic = step(clock).build(None)
     logic.on_batch(arrivals(0))
     snapshot = logic.snapshot()
@@ -88,7 +88,7 @@ def test_snapshot_is_a_copy() -> None:
 
 
 def test_late_reading_keeps_its_bytes() -> None:
-    clock = FakeClock(BEGINNING)
+    clock = TimeTestingGetter(BEGINNING)
     logic = step(clock).build(None)
     logic.on_batch(arrivals(100, speed=80.0))
     late: Reading = reading(at=BEGINNING, speed=99.0, event_id="old")
@@ -100,8 +100,8 @@ def test_late_reading_keeps_its_bytes() -> None:
 def test_a_bounded_replay_tracks_every_truck_to_the_end() -> None:
     """Without the wall clock (backfill) no truck is evicted: no notification could free an
     evicted one before the end of input, and results must not depend on the fleet's size."""
-    clock = FakeClock(BEGINNING)
-    replay = SpeedingRulesStep(CONFIG, clock.now, wall_clock=False, max_trucks=1)
+    clock = TimeTestingGetter(BEGINNING)
+    replay = SpeedingRulesStep(CONFIG, clock.get, wall_clock=False, max_trucks=1)
     assert replay.trucks() is None
     logics = [replay.build(None) for _ in range(3)]
     for n, logic in enumerate(logics):

@@ -23,7 +23,7 @@ import pytest
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
-from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSink, TestingSource, TimeTestingGetter, cluster_main, run_main
 from structlog.testing import capture_logs
 
 from dataflows.speeding import (
@@ -39,7 +39,6 @@ from domain.readings import Reading, encode_canonical
 from domain.rules import Admission, Detection, Rule, RuleConfig, SpeedingRules, TruckState
 from runtime.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
 from tests.builders import BEGINNING, BEGINNING_MS, reading, seconds
-from tests.unit.test_alerts_flow import FakeClock
 
 FAST, CRITICAL = 95.0, 140.0
 
@@ -68,7 +67,7 @@ class Bytewax:
     docstring); times come from the test's clock, not from the real wall clock."""
 
     step: SpeedingRulesStep
-    clock: FakeClock
+    clock: TimeTestingGetter
     logics: dict[str, _SpeedingLogic] = field(default_factory=dict)
     scheduled: dict[str, datetime] = field(default_factory=dict)
     out: list[tuple[str, Outcome]] = field(default_factory=list)
@@ -82,7 +81,7 @@ class Bytewax:
 
     def notify(self) -> None:
         """Run every due notification, in key order as Bytewax does."""
-        now = self.clock.now()
+        now = self.clock.get()
         for truck in sorted(t for t, when in self.scheduled.items() if when <= now):
             del self.scheduled[truck]
             self._called(truck, self.logics[truck], self.logics[truck].on_notify())
@@ -144,7 +143,7 @@ def test_a_constant_ts_flood_stays_at_the_pending_cap(
     descending: bool, evaluated: int, late: int
 ) -> None:
     cap = 1_000
-    step = SpeedingRulesStep(RuleConfig(max_pending=cap), FakeClock(BEGINNING).now)
+    step = SpeedingRulesStep(RuleConfig(max_pending=cap), TimeTestingGetter(BEGINNING).get)
     logic = step.build(None)
     overflow_before = count(PENDING_OVERFLOW, "alerts")
     released = 0
@@ -171,7 +170,9 @@ def test_a_constant_ts_flood_stays_at_the_pending_cap(
 def test_a_flood_s_memory_does_not_grow() -> None:
     """Once at the cap, 50,000 more readings leave memory where 50,000 before them left it."""
     cap = 1_000
-    logic = SpeedingRulesStep(RuleConfig(max_pending=cap), FakeClock(BEGINNING).now).build(None)
+    logic = SpeedingRulesStep(RuleConfig(max_pending=cap), TimeTestingGetter(BEGINNING).get).build(
+        None
+    )
     batches = _constant_ts_batches(200_000, 1_000, descending=False)
     raws = [b"{}"] * 1_000
 
@@ -286,8 +287,8 @@ FLOODS = {
 def test_tracked_trucks_stay_at_the_cap_and_no_reading_is_lost(flood: Flood) -> None:
     cap = 100
     flow = f"flood-{id(flood)}"
-    clock = FakeClock(BEGINNING)
-    step = SpeedingRulesStep(RuleConfig(), clock.now, flood.idle_ttl, max_trucks=cap, flow=flow)
+    clock = TimeTestingGetter(BEGINNING)
+    step = SpeedingRulesStep(RuleConfig(), clock.get, flood.idle_ttl, max_trucks=cap, flow=flow)
     bytewax = Bytewax(step, clock)
     for n in range(flood.trucks):
         if n and n % flood.per_tick == 0:
@@ -315,10 +316,10 @@ def test_the_eviction_reasons_of_each_flood() -> None:
     cap = 100
     results = {}
     for name, per_tick in (("burst", 5_000), ("stream", 5)):
-        clock = FakeClock(BEGINNING)
+        clock = TimeTestingGetter(BEGINNING)
         flow = f"reasons-{name}"
         bytewax = Bytewax(
-            SpeedingRulesStep(RuleConfig(), clock.now, max_trucks=cap, flow=flow), clock
+            SpeedingRulesStep(RuleConfig(), clock.get, max_trucks=cap, flow=flow), clock
         )
         for n in range(1_000):
             if n and n % per_tick == 0:
@@ -331,8 +332,8 @@ def test_the_eviction_reasons_of_each_flood() -> None:
 
 
 def test_idle_trucks_go_first_and_a_busy_one_s_readings_are_evaluated_not_dropped() -> None:
-    clock = FakeClock(BEGINNING)
-    step = SpeedingRulesStep(RuleConfig(), clock.now, max_trucks=2, flow="first")
+    clock = TimeTestingGetter(BEGINNING)
+    step = SpeedingRulesStep(RuleConfig(), clock.get, max_trucks=2, flow="first")
     bytewax = Bytewax(step, clock)
     bytewax.send("A", at(0, 1, 2, 3, truck="A"))  # 4 violations: no alert yet
     clock.advance(seconds(5))
@@ -361,19 +362,19 @@ def test_idle_trucks_go_first_and_a_busy_one_s_readings_are_evaluated_not_droppe
 def test_an_evicted_logic_asked_for_its_notification_is_due_at_once() -> None:
     """Evicted after Bytewax called it in the same activation, or rebuilt from a snapshot
     over the cap: ``notify_at`` says now, and its notification owes what it flushed."""
-    clock = FakeClock(BEGINNING)
-    step = SpeedingRulesStep(RuleConfig(), clock.now, max_trucks=1, flow="restore")
+    clock = TimeTestingGetter(BEGINNING)
+    step = SpeedingRulesStep(RuleConfig(), clock.get, max_trucks=1, flow="restore")
     first = step.build(TruckState())
     snapshot = TruckState()
     for r in at(0, 1, 2, 3, 4):
         snapshot.timeline.accept(r, RuleConfig().allowed_lateness_ms)
     second = step.build(snapshot)
     assert second.notify_at() is not None
-    assert second.notify_at() <= clock.now()  # type: ignore[operator]
+    assert second.notify_at() <= clock.get()  # type: ignore[operator]
     outcomes, discard = second.on_notify()
     assert discard is StatefulBatchLogic.DISCARD
     assert [type(o) for o in outcomes] == [Detection], "its pending readings were evaluated"
-    assert first.notify_at() == clock.now() + timedelta(hours=1), "the tracked one stays"
+    assert first.notify_at() == clock.get() + timedelta(hours=1), "the tracked one stays"
 
 
 def _rules_flow(
@@ -484,8 +485,8 @@ GUARD_CASES = {
 @pytest.mark.usefixtures("poisoned")
 @pytest.mark.parametrize("case", GUARD_CASES.values(), ids=GUARD_CASES.keys())
 def test_a_failing_truck_is_dead_lettered_and_reset(case: GuardCase) -> None:
-    clock = FakeClock(BEGINNING)
-    logic = SpeedingRulesStep(RuleConfig(), clock.now, flow="guard").build(None)
+    clock = TimeTestingGetter(BEGINNING)
+    logic = SpeedingRulesStep(RuleConfig(), clock.get, flow="guard").build(None)
     logic.on_batch([arrivals(case.before)])
     clock.advance(seconds(10))
     with capture_logs() as logs:
@@ -502,7 +503,7 @@ def test_a_failing_truck_is_dead_lettered_and_reset(case: GuardCase) -> None:
 
 @pytest.mark.usefixtures("poisoned")
 def test_the_batch_s_own_bytes_are_dead_lettered() -> None:
-    logic = SpeedingRulesStep(RuleConfig(), FakeClock(BEGINNING).now).build(None)
+    logic = SpeedingRulesStep(RuleConfig(), TimeTestingGetter(BEGINNING).get).build(None)
     with capture_logs():
         outcomes, _ = logic.on_batch([Arrivals([P, *at(30)], [b"P as it came", b"30 s"])])
     assert [o.raws for o in outcomes if isinstance(o, Unprocessable)] == [
@@ -512,8 +513,8 @@ def test_the_batch_s_own_bytes_are_dead_lettered() -> None:
 
 @pytest.mark.usefixtures("poisoned")
 def test_an_evicted_truck_that_fails_owes_its_readings_and_the_evicting_one_is_fine() -> None:
-    clock = FakeClock(BEGINNING)
-    bytewax = Bytewax(SpeedingRulesStep(RuleConfig(), clock.now, max_trucks=1), clock)
+    clock = TimeTestingGetter(BEGINNING)
+    bytewax = Bytewax(SpeedingRulesStep(RuleConfig(), clock.get, max_trucks=1), clock)
     bytewax.send("A", [poison(0, "A"), *at(1, truck="A")])
     with capture_logs():
         outcomes = bytewax.send("B", at(0, 1, 2, 3, 4, truck="B"))  # evicts busy A
