@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -23,6 +24,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPar
 from confluent_kafka.admin import AdminClient
 
 from connectors.liveness import InputLiveness
+from domain.timestamps import to_epoch_ms
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +59,7 @@ class HeartbeatPublisher:
         self,
         config: Mapping[str, str],
         topic: str,
-        wall_ms: Callable[[], int],
+        now: Callable[[], datetime],
         interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         # A heartbeat is useless late: no long retries, no idempotence needed.
@@ -65,7 +67,7 @@ class HeartbeatPublisher:
             {**config, "linger.ms": "0", "message.timeout.ms": "5000", "acks": "1"}
         )
         self._topic = topic
-        self._wall_ms = wall_ms
+        self._now = now
         self._interval_s = interval_s
         self._sources: dict[str, HeartbeatSource] = {}
         self._lock = threading.Lock()
@@ -100,7 +102,7 @@ class HeartbeatPublisher:
     def _send(self, client_id: str, status: BridgeStatus, *, leaving: bool) -> None:
         value = {
             "bridge": client_id,
-            "at": self._wall_ms(),
+            "at": to_epoch_ms(self._now()),
             "mqtt_connected": status.mqtt_connected,
             "unconfirmed": status.unconfirmed,
             "oldest_unconfirmed_s": round(status.oldest_unconfirmed_s, 3),
@@ -128,13 +130,13 @@ class HeartbeatMonitor:
         config: Mapping[str, str],
         topic: str,
         liveness: InputLiveness,
-        wall_ms: Callable[[], int],
+        now: Callable[[], datetime],
         lookback_s: float = 600.0,
     ) -> None:
         self._config: dict[str, str | int | float | bool] = dict(config)
         self._topic = topic
         self._liveness = liveness
-        self._wall_ms = wall_ms
+        self._now = now
         self._lookback_s = lookback_s
         self._stop = threading.Event()
         self._backlog_end: dict[int, int] = {}  # per partition: where the start-up backlog ends
@@ -179,7 +181,7 @@ class HeartbeatMonitor:
         )
         metadata = AdminClient(self._config).list_topics(self._topic, timeout=30)
         partitions = sorted(metadata.topics[self._topic].partitions)
-        since = self._wall_ms() - int(self._lookback_s * 1000)
+        since = to_epoch_ms(self._now()) - int(self._lookback_s * 1000)
         wanted = [TopicPartition(self._topic, p, since) for p in partitions]
         offsets = consumer.offsets_for_times(wanted, timeout=30)
         for partition in partitions:
@@ -201,7 +203,7 @@ class HeartbeatMonitor:
             return  # not ours: ignored
         age_s = 0.0
         if backlog and timestamp_ms > 0:
-            age_s = max(self._wall_ms() - timestamp_ms, 0) / 1000
+            age_s = max(to_epoch_ms(self._now()) - timestamp_ms, 0) / 1000
         self._liveness.report_bridge(bridge, heartbeat, age_s=age_s)
 
 

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -29,7 +30,8 @@ from paho.mqtt.properties import Properties
 from typing_extensions import override
 
 from connectors.heartbeat import BridgeStatus, HeartbeatPublisher, heartbeat_status
-from runtime.clock import wall_clock_ms
+from domain.timestamps import to_epoch_ms
+from runtime.clock import utc_now
 from runtime.settings import MqttSettings
 from runtime.shutdown import shutdown_requested
 
@@ -86,11 +88,11 @@ class MqttSource(DynamicSource[MqttMessage]):
     def __init__(
         self,
         subscription: MqttSettings,
-        now_ms: Callable[[], int] = wall_clock_ms,
+        now: Callable[[], datetime] = utc_now,
         heartbeats: HeartbeatPublisher | None = None,
     ) -> None:
         self._subscription = subscription
-        self._now_ms = now_ms
+        self._now = now
         self._heartbeats = heartbeats
 
     @override
@@ -102,7 +104,7 @@ class MqttSource(DynamicSource[MqttMessage]):
             log.warning("mqtt_worker_idle", worker=worker_index, why="no share group set")
             return _IdlePartition()
         client_id = f"{self._subscription.client_id}-{worker_index}"
-        partition = _MqttPartition(self._subscription, client_id, self._now_ms, self._heartbeats)
+        partition = _MqttPartition(self._subscription, client_id, self._now, self._heartbeats)
         if self._heartbeats is not None:
             self._heartbeats.register(partition)
         return partition
@@ -119,7 +121,7 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         self,
         sub: MqttSettings,
         client_id: str,
-        now_ms: Callable[[], int],
+        now: Callable[[], datetime],
         heartbeats: HeartbeatPublisher | None = None,
     ) -> None:
         self.client_id = client_id
@@ -129,7 +131,7 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         # of the first message of a new backlog (for the heartbeat's stall measure).
         self._progress_at = time.monotonic()
         self._sub = sub
-        self._now_ms = now_ms
+        self._now = now
         self._inbox: deque[MqttMessage] = deque()
         # Acks are only valid on the connection that received the message: after a reconnect
         # the broker redelivers unacknowledged messages, possibly reusing packet ids, so an
@@ -197,7 +199,9 @@ class _MqttPartition(StatelessSourcePartition[MqttMessage]):
         # but a broker may pass one on), and an exception here would end paho's network
         # thread. Such a topic names no truck; the bridge dead-letters it as a mismatch.
         topic = bytes(message._topic).decode("utf-8", "replace")
-        self._inbox.append(MqttMessage(topic, bytes(message.payload), self._now_ms(), ack))
+        self._inbox.append(
+            MqttMessage(topic, bytes(message.payload), to_epoch_ms(self._now()), ack)
+        )
 
     def acknowledge(self, client: mqtt.Client, mid: int, qos: int, connection: int) -> None:
         if connection == self._connection:

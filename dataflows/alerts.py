@@ -52,7 +52,7 @@ from domain.history import HistoryIndex
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
-from runtime.clock import utc_now, wall_clock_ms
+from runtime.clock import utc_now
 from runtime.metrics import ALERTS, LATE_READINGS, READINGS_IN
 from runtime.settings import Settings, Topics
 
@@ -197,7 +197,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     prepare("alerts", settings, ["kafka", "topics", "rules", "stream", "history"], used)
     # A truck is quiet only while the input flows: outages do not count (connectors/liveness.py).
     liveness = InputLiveness(forget_s=settings.stream.bridge_forget_s)
-    HeartbeatMonitor(settings.kafka.config(), topics.heartbeats, liveness, wall_clock_ms).start()
+    HeartbeatMonitor(settings.kafka.config(), topics.heartbeats, liveness, utc_now).start()
     input_clock = InputClock(liveness.live, utc_now).start()
     source = KafkaBatchSource(
         settings.kafka.config(), topics.telemetry, tail=settings.kafka.tail, liveness=liveness

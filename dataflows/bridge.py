@@ -38,7 +38,7 @@ from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.readings import Reading, decode_reading, encode_canonical, truck_id_from_topic
-from runtime.clock import wall_clock_ms
+from runtime.clock import utc_now
 from runtime.metrics import READINGS_IN
 from runtime.settings import Settings
 from runtime.shutdown import install_graceful_shutdown
@@ -157,7 +157,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     sink = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=False)
     dead_letters = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=False)
     # Heartbeats tell the alerts flow this bridge is up and keeping pace (connectors/heartbeat.py).
-    heartbeats = HeartbeatPublisher(settings.kafka.config(), topics.heartbeats, wall_clock_ms)
+    heartbeats = HeartbeatPublisher(settings.kafka.config(), topics.heartbeats, utc_now)
     source = MqttSource(settings.mqtt, heartbeats=heartbeats)
     return build_flow(source, sink, dead_letters, routes)
 

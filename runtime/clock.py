@@ -1,16 +1,13 @@
-"""The real clocks, as default ``now`` getters: logic takes its clock as a parameter."""
+"""The wall clock, as the default ``now`` getter: every step and connector takes its clock
+as a ``Callable[[], datetime]`` parameter, and nothing else reads the wall clock
+(tests/unit/test_clock_contract.py). Epoch milliseconds come from it through
+``domain.timestamps.to_epoch_ms``; durations are measured on ``time.monotonic``."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 
 def utc_now() -> datetime:
     """Processing time as an aware UTC datetime."""
     return datetime.now(UTC)
-
-
-def wall_clock_ms() -> int:
-    """Processing time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
