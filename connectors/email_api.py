@@ -23,14 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import structlog
 
+from domain.alerts import ALERT_ID, Alert
 from domain.notifications import (
-    ALERT_ID,
     RetryPolicy,
     Routes,
     Verdict,
@@ -87,11 +86,11 @@ class EmailApi:
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
 
-    def deliver_all(self, alerts: Sequence[Mapping[str, Any]]) -> list[Delivery]:
+    def deliver_all(self, alerts: Sequence[Alert]) -> list[Delivery]:
         return list(self._pool.map(self.deliver, alerts))
 
-    def deliver(self, alert: Mapping[str, Any]) -> Delivery:
-        alert_id = str(alert.get("alert_id"))
+    def deliver(self, alert: Alert) -> Delivery:
+        alert_id = alert.alert_id
         try:
             body = self._body(alert_id, alert)
         except Exception as exc:  # the alert itself is the problem: no call could help
@@ -131,8 +130,9 @@ class EmailApi:
                 self._sleep(delay)
         return Delivery(alert_id, Verdict.RETRY, self._policy.max_attempts, detail)
 
-    def _body(self, alert_id: str, alert: Mapping[str, Any]) -> bytes:
-        if not ALERT_ID.fullmatch(alert_id):  # it goes into headers: ASCII, no line break
+    def _body(self, alert_id: str, alert: Alert) -> bytes:
+        # decode_alert checked it; it goes into headers (ASCII, no line break), so again here
+        if not ALERT_ID.fullmatch(alert_id):
             raise ValueError(f"alert_id {alert_id[:64]!r} is not a header-safe token")
         email = render(alert, self._routes, self._zone)
         document = email_json(alert, email)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 from zlib import adler32
 
 import structlog
@@ -26,6 +25,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.email_api import Delivery, EmailApi
 from connectors.kafka import OutboundRecord
+from domain.alerts import Alert
 from domain.dead_letters import Reason, Stage
 from domain.notifications import Verdict
 from runtime.metrics import NOTIFICATIONS, counted_dead_letter
@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 Sent = dict[str, int]  # alert_id -> when it was settled (epoch ms)
 
 
-class NotifySink(FixedPartitionedSink[tuple[dict[str, Any], bytes], Sent]):
+class NotifySink(FixedPartitionedSink[tuple[Alert, bytes], Sent]):
     """Items: ``(alert_id, (alert, raw bytes))``."""
 
     def __init__(
@@ -65,23 +65,23 @@ class NotifySink(FixedPartitionedSink[tuple[dict[str, Any], bytes], Sent]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Sent | None
-    ) -> StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]:
+    ) -> StatefulSinkPartition[tuple[Alert, bytes], Sent]:
         return _NotifyPartition(self, dict(resume_state or {}))
 
 
-class _NotifyPartition(StatefulSinkPartition[tuple[dict[str, Any], bytes], Sent]):
+class _NotifyPartition(StatefulSinkPartition[tuple[Alert, bytes], Sent]):
     def __init__(self, sink: NotifySink, sent: Sent) -> None:
         self._sink = sink
         self._sent = sent
         self._api = sink._api()
 
-    def write_batch(self, values: list[tuple[dict[str, Any], bytes]]) -> None:
+    def write_batch(self, values: list[tuple[Alert, bytes]]) -> None:
         sink, now = self._sink, self._sink._now_ms()
         # Forget what is older than the retention: the Idempotency-Key covers it from then on.
         self._sent = {k: t for k, t in self._sent.items() if now - t < sink._retention_ms}
-        pending: dict[str, tuple[dict[str, Any], bytes]] = {}
+        pending: dict[str, tuple[Alert, bytes]] = {}
         for alert, raw in values:
-            alert_id = str(alert["alert_id"])
+            alert_id = alert.alert_id
             if alert_id not in self._sent and alert_id not in pending:
                 pending[alert_id] = (alert, raw)
             else:

@@ -7,7 +7,7 @@ Output: POST to ``FLEET_NOTIFY_URL`` per alert: recipients from ``FLEET_NOTIFY_R
         ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``) and with
         ``Idempotency-Key`` = alert_id. Alerts that cannot be read, that the API refuses
         (4xx) or whose retries run out go to ``FLEET_TOPIC_DLQ`` (stage ``notify``).
-        A record the e-mail cannot be made of (domain.notifications.decode_alert: a wrong
+        A record the e-mail cannot be made of (domain.alerts.decode_alert: a wrong
         type, a number out of range, a time the zone cannot show) is dead-lettered with
         its reason; one that makes a step raise, with ``unprocessable``. Neither stops it.
 Guarantee: one successful call per alert from the service's point of view: sent ids are
@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from bytewax import operators as op
@@ -39,15 +38,16 @@ from connectors.notify_sink import NotifySink
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_line
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
+from domain.alerts import Alert, decode_alert
 from domain.dead_letters import DeadLetter, Stage
-from domain.notifications import RetryPolicy, Routes, decode_alert, secret_bytes
+from domain.notifications import RetryPolicy, Routes, secret_bytes
 from domain.readings import Rejection
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import NOTIFICATIONS
 from runtime.settings import Settings, SettingsError
 
-KeyedAlert = tuple[str, tuple[dict[str, Any], bytes]]
+KeyedAlert = tuple[str, tuple[Alert, bytes]]
 KeyedLine = tuple[str, bytes]
 
 
@@ -81,12 +81,12 @@ class AlertDecoder:
             return DeadLetter(
                 Stage.NOTIFY, alert.reason, alert.detail, self.alerts_topic, raw, received_at
             )
-        return (str(alert["alert_id"]), (alert, raw))
+        return (alert.alert_id, (alert, raw))
 
 
 def build_flow(
     source: Source[Fetch],
-    emails: Sink[tuple[str, tuple[dict[str, Any], bytes]]],
+    emails: Sink[KeyedAlert],
     dead_letters: Sink[KeyedLine],
     alerts_topic: str,
     zone: tzinfo = UTC,

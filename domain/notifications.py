@@ -1,11 +1,10 @@
-"""Alerts as e-mails: decoding, recipients, rendering, Standard Webhooks signatures, retry
-decisions.
+"""Alerts as e-mails: recipients, rendering, Standard Webhooks signatures, retry decisions.
 
 Pure logic: the HTTP calls live in connectors/email_api.py. Everything that reaches the
-notifier is hostile input: the alerts on ``fleet.alerts`` (any producer can write there) and
-the e-mail API's answers. ``decode_alert`` admits only alerts that ``render`` can render,
-``render`` puts no line break into a single-line field, and ``RetryPolicy`` reads only the
-Retry-After forms of RFC 9110.
+notifier is hostile input: the alerts on ``fleet.alerts`` (any producer can write there;
+``domain.alerts.decode_alert`` admits only alerts that ``render`` can render) and the e-mail
+API's answers. ``render`` puts no line break into a single-line field, and ``RetryPolicy``
+reads only the Retry-After forms of RFC 9110.
 """
 
 from __future__ import annotations
@@ -22,21 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-
-from domain.dead_letters import Reason
-from domain.readings import MAX_EVENT_ID_CHARS, Rejection
+from domain.alerts import Alert, Severity
+from domain.rules import Rule
 from domain.timestamps import from_epoch_ms, parse_rfc3339_ms
 
-# Alert ids become HTTP header values (webhook-id, Idempotency-Key) and Kafka keys: the
-# contract's ids are 32 hex chars; anything else must at least be a header-safe token.
-ALERT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
-MAX_TEXT_CHARS = 256  # any other text shown in an e-mail (ids, names, tiers)
-MAX_COUNT = 1_000_000
-SPEED_RANGE = (0.0, 10_000.0)  # km/h: speeds and limits (readings stop at 400)
-MAX_RULE_VERSION = 2**31 - 1
+MAX_TEXT_CHARS = 256  # of any value shown in an e-mail
 
 # Characters that must not reach a single-line field (subject, header, tag, recipient, a
 # line of the text body): C0 and C1 controls (CR, LF, VT, FF, NEL, the separators
@@ -49,147 +40,10 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")
 def one_line(value: object, limit: int = MAX_TEXT_CHARS) -> str:
     """``value`` as text fit for a single-line field: every control character and line
     separator becomes a space, a lone surrogate U+FFFD, and the text is cut at ``limit``."""
-    text = _SURROGATES.sub("\ufffd", _LINE_BREAKS.sub(" ", str(value)))
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-# --- Decoding: what reaches render is an alert it can render -------------------------------
-
-
-class _Driver(msgspec.Struct, frozen=True):
-    """The alert's ``driver``: the history row (CONTRACT.md section 6) and two derived facts.
-    Every field may be missing or null; present, it must have the contract's type."""
-
-    driver_id: str | None = None
-    name: str | None = None
-    hired_on: str | None = None
-    overspeed_events_90d: int | None = None
-    avg_speed_kmh_90d: float | None = None
-    km_driven_90d: float | None = None
-    risk_tier: str | None = None
-    speed_over_baseline_kmh: float | None = None
-    repeat_offender: bool | None = None
-
-
-class _Position(msgspec.Struct, frozen=True):
-    lat: float
-    lon: float
-
-
-class _Alert(msgspec.Struct, frozen=True):
-    """An alert (CONTRACT.md section 5) as the notifier accepts it. The five fields it has
-    always required are required; the others may be missing (older producers, tests) but
-    must have the contract's type when present. Unknown fields are skipped unread."""
-
-    alert_id: str
-    rule: str
-    truck_id: str
-    window_start: str
-    window_end: str
-    driver_id: str | None = None
-    count: int | None = None
-    event_ids: list[str] | None = None
-    max_speed_kmh: float | None = None
-    mean_speed_kmh: float | None = None
-    threshold_kmh: float | None = None
-    severity: Literal["warning", "critical"] = "warning"
-    driver: _Driver | None = None
-    detected_at: str | None = None
-    schema_version: int = 1
-    rule_version: int = 0
-    position: _Position | None = None
-    details: dict[str, Any] | None = None
-
-
-_ALERT_DECODER = msgspec.json.Decoder(_Alert)
-
-
-def decode_alert(raw: bytes, zone: tzinfo = UTC) -> dict[str, Any] | Rejection:
-    """An alert from ``fleet.alerts`` that ``render`` can render in ``zone``, as a plain dict;
-    or why not: ``invalid_json`` (not UTF-8 JSON, or a lone surrogate), ``schema`` (not an
-    object, a field of the wrong type, nesting too deep, text too long or an alert_id that
-    is no header-safe token), ``out_of_range`` (a number beyond its range or beyond what a
-    float or integer holds) or ``bad_timestamp`` (not RFC 3339, or a time the zone's
-    calendar cannot show: a window at the edge of year 9999 seen from east of UTC).
-    Never raises for any bytes."""
-    try:
-        alert = _ALERT_DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        out_of_range = message.startswith(("Number out of range", "Integer value out of range"))
-        return Rejection(Reason.OUT_OF_RANGE if out_of_range else Reason.SCHEMA, message)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        return Rejection(Reason.INVALID_JSON, f"not JSON: {exc}")
-    except RecursionError:
-        return Rejection(Reason.SCHEMA, "nested too deeply")
-    rejection = _check(alert, zone)
-    if rejection is not None:
-        return rejection
-    document: dict[str, Any] = msgspec.to_builtins(alert)
-    return document
-
-
-def _check(alert: _Alert, zone: tzinfo) -> Rejection | None:
-    if not ALERT_ID.fullmatch(alert.alert_id):
-        return Rejection(Reason.SCHEMA, "alert_id must be 1-128 chars of [A-Za-z0-9_.:-]")
-    driver = alert.driver or _Driver()
-    texts = {
-        "rule": alert.rule,
-        "truck_id": alert.truck_id,
-        "driver_id": alert.driver_id,
-        "driver.driver_id": driver.driver_id,
-        "driver.name": driver.name,
-        "driver.hired_on": driver.hired_on,
-        "driver.risk_tier": driver.risk_tier,
-    }
-    for name, text in texts.items():
-        if text is not None and len(text) > MAX_TEXT_CHARS:
-            return Rejection(Reason.SCHEMA, f"{name} longer than {MAX_TEXT_CHARS} chars")
-    if not alert.rule or not alert.truck_id:
-        return Rejection(Reason.SCHEMA, "rule and truck_id must not be empty")
-    if any(not 1 <= len(e) <= MAX_EVENT_ID_CHARS for e in alert.event_ids or ()):
-        return Rejection(Reason.SCHEMA, f"event_ids must be 1-{MAX_EVENT_ID_CHARS} chars each")
-    return _check_numbers(alert, driver) or _check_times(alert, zone)
-
-
-def _check_numbers(alert: _Alert, driver: _Driver) -> Rejection | None:
-    low, high = SPEED_RANGE
-    speeds = {
-        "max_speed_kmh": alert.max_speed_kmh,
-        "mean_speed_kmh": alert.mean_speed_kmh,
-        "threshold_kmh": alert.threshold_kmh,
-    }
-    for name, speed in speeds.items():
-        if speed is not None and not low <= speed <= high:
-            return Rejection(Reason.OUT_OF_RANGE, f"{name} {speed} outside {low}..{high}")
-    baseline = driver.speed_over_baseline_kmh
-    if baseline is not None and not -high <= baseline <= high:
-        return Rejection(Reason.OUT_OF_RANGE, f"driver.speed_over_baseline_kmh {baseline}")
-    if alert.count is not None and not 1 <= alert.count <= MAX_COUNT:
-        return Rejection(Reason.OUT_OF_RANGE, f"count outside 1..{MAX_COUNT}")
-    if not 0 <= alert.rule_version <= MAX_RULE_VERSION:
-        return Rejection(Reason.OUT_OF_RANGE, "rule_version outside 0..2^31-1")
-    position = alert.position
-    if position is not None and not (-90 <= position.lat <= 90 and -180 <= position.lon <= 180):
-        return Rejection(Reason.OUT_OF_RANGE, "position outside -90..90, -180..180")
-    return None
-
-
-def _check_times(alert: _Alert, zone: tzinfo) -> Rejection | None:
-    times = {"window_start": alert.window_start, "window_end": alert.window_end}
-    if alert.detected_at is not None:
-        times["detected_at"] = alert.detected_at
-    for name, text in times.items():
-        # Only ASCII: a regular expression's \d (and int()) would take any script's digits.
-        if not text.isascii() or len(text) > 64:
-            return Rejection(Reason.BAD_TIMESTAMP, f"{name} is not an RFC 3339 date-time")
-        try:
-            moment = from_epoch_ms(parse_rfc3339_ms(text))
-            if name != "detected_at":  # shown in the fleet's zone: it must exist there
-                moment.astimezone(zone)
-        except (ValueError, OverflowError) as exc:
-            return Rejection(Reason.BAD_TIMESTAMP, f"{name}: {exc}")
-    return None
+    text = str(value)
+    if len(text) > limit:  # cut first: each character below stays one character
+        text = text[: limit - 1] + "\u2026"
+    return _SURROGATES.sub("\ufffd", _LINE_BREAKS.sub(" ", text))
 
 
 @dataclass(frozen=True)
@@ -198,26 +52,27 @@ class Routes:
     every truck group whose pattern matches its truck (shell-style, e.g. ``T001*``)."""
 
     default: tuple[str, ...]
-    by_severity: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    by_severity: Mapping[Severity, tuple[str, ...]] = field(default_factory=dict)
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> Routes:
         """From the routes file's JSON: ``default`` (a list of addresses), ``severity`` (a map
-        from severity to addresses), ``groups`` (``[{"trucks": "T00*", "to": [..]}]``)."""
+        from severity to addresses), ``groups`` (``[{"trucks": "T00*", "to": [..]}]``). A
+        severity that is not ``warning`` or ``critical`` is a ValueError, not a route that
+        never matches."""
         default = tuple(document.get("default", ()))
         if not default:
             raise ValueError("routes need at least one default recipient")
-        by_severity = {str(k): tuple(v) for k, v in document.get("severity", {}).items()}
+        by_severity = {Severity(k): tuple(v) for k, v in document.get("severity", {}).items()}
         groups = tuple((str(g["trucks"]), tuple(g["to"])) for g in document.get("groups", ()))
         return cls(default, by_severity, groups)
 
-    def recipients(self, alert: Mapping[str, Any]) -> list[str]:
+    def recipients(self, alert: Alert) -> list[str]:
         found = list(self.default)
-        found += self.by_severity.get(str(alert.get("severity")), ())
-        truck = str(alert.get("truck_id"))
+        found += self.by_severity.get(alert.severity, ())
         for pattern, to in self.groups:
-            if fnmatch.fnmatchcase(truck, pattern):
+            if fnmatch.fnmatchcase(alert.truck_id, pattern):
                 found += to
         return list(dict.fromkeys(found))  # once each, in order
 
@@ -231,53 +86,47 @@ class Email:
 
 
 RULE_TITLES = {
-    "sustained_speeding": "Sustained speeding",
-    "instant_overspeed": "Critical over-speed",
+    Rule.SUSTAINED: "Sustained speeding",
+    Rule.INSTANT: "Critical over-speed",
 }
 
 
-def render(alert: Mapping[str, Any], routes: Routes, zone: tzinfo) -> Email:
+def render(alert: Alert, routes: Routes, zone: tzinfo) -> Email:
     """The e-mail for an alert, times in the fleet's time zone. Every value is shown through
     ``one_line``: no value can break a line of the subject or the text, and the HTML is
-    escaped."""
-
-    def show(value: object) -> str:
-        return "unknown" if value is None else one_line(value)
+    escaped. A time ``zone`` cannot show raises: ``decode_alert`` refuses such alerts."""
 
     def local(ts: str) -> str:
         moment = from_epoch_ms(parse_rfc3339_ms(ts)).astimezone(zone)
         return f"{moment:%Y-%m-%d %H:%M:%S} {moment.tzname()}"
 
-    driver = alert.get("driver") or {}
-    driver_line = (
-        f"{show(driver.get('name'))} ({show(alert.get('driver_id'))}), "
-        f"risk {show(driver.get('risk_tier'))}, "
-        f"{show(driver.get('speed_over_baseline_kmh'))} km/h over their 90-day average"
-        + (", repeat offender" if driver.get("repeat_offender") else "")
-        if driver
-        else (
-            f"{show(alert.get('driver_id'))} (no history)"
-            if alert.get("driver_id")
-            else "no driver assigned"
+    driver = alert.driver
+    if driver is not None:
+        driver_line = (
+            f"{one_line(driver.name)} ({one_line(alert.driver_id or 'unknown')}), "
+            f"risk {one_line(driver.risk_tier)}, "
+            f"{driver.speed_over_baseline_kmh} km/h over their 90-day average"
+            + (", repeat offender" if driver.repeat_offender else "")
         )
-    )
-    rule, truck = show(alert.get("rule")), show(alert.get("truck_id"))
-    title = RULE_TITLES.get(rule, rule)
-    severity = show(alert.get("severity") or "warning").upper()
+    elif alert.driver_id:
+        driver_line = f"{one_line(alert.driver_id)} (no history)"
+    else:
+        driver_line = "no driver assigned"
+    rule, truck = one_line(alert.rule), one_line(alert.truck_id)
+    builtin = alert.builtin_rule
+    title = rule if builtin is None else RULE_TITLES[builtin]
     subject = one_line(
-        f"[{severity}] {title}: truck {truck} at {show(alert.get('max_speed_kmh'))} km/h",
+        f"[{alert.severity.upper()}] {title}: truck {truck} at {alert.max_speed_kmh} km/h",
         limit=998,  # RFC 5322's longest line
     )
     lines = [
         f"{title} ({rule})",
         f"Truck: {truck}",
         f"Driver: {driver_line}",
-        f"From {local(str(alert['window_start']))} to {local(str(alert['window_end']))}",
-        f"Readings over the limit: {show(alert.get('count'))} "
-        f"(limit {show(alert.get('threshold_kmh'))} km/h)",
-        f"Top speed {show(alert.get('max_speed_kmh'))} km/h, "
-        f"mean {show(alert.get('mean_speed_kmh'))} km/h",
-        f"Alert id: {show(alert.get('alert_id'))}",
+        f"From {local(alert.window_start)} to {local(alert.window_end)}",
+        f"Readings over the limit: {alert.count} (limit {alert.threshold_kmh} km/h)",
+        f"Top speed {alert.max_speed_kmh} km/h, mean {alert.mean_speed_kmh} km/h",
+        f"Alert id: {one_line(alert.alert_id)}",
     ]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[1:])
     body_html = f"<h2>{html.escape(lines[0])}</h2><ul>{items}</ul>"
@@ -368,18 +217,17 @@ def retry_after_s(value: str, now: datetime) -> float | None:
         return None
 
 
-def email_json(alert: Mapping[str, Any], email: Email) -> dict[str, Any]:
+def email_json(alert: Alert, email: Email) -> dict[str, Any]:
     """The request body. The tags are single-line fields too."""
-
-    def tag(name: str) -> str | None:
-        value = alert.get(name)
-        return None if value is None else one_line(value)
-
     return {
         "to": email.to,
         "subject": email.subject,
         "text": email.text,
         "html": email.html,
-        "alert_id": alert.get("alert_id"),
-        "tags": {"rule": tag("rule"), "truck_id": tag("truck_id"), "severity": tag("severity")},
+        "alert_id": alert.alert_id,
+        "tags": {
+            "rule": one_line(alert.rule),
+            "truck_id": one_line(alert.truck_id),
+            "severity": alert.severity.value,
+        },
     }

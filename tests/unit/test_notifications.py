@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from msgspec.structs import replace
 
+from domain.alerts import Alert, AlertDriver, Severity
 from domain.notifications import (
     RetryPolicy,
     Routes,
@@ -20,25 +22,32 @@ from domain.notifications import (
 )
 
 SECRET = b"0123456789abcdef0123456789abcdef"
-ALERT = {
-    "alert_id": "abc",
-    "rule": "sustained_speeding",
-    "truck_id": "T0012",
-    "driver_id": "D1",
-    "window_start": "2026-11-24T10:00:00.000Z",
-    "window_end": "2026-11-24T10:05:00.000Z",
-    "count": 5,
-    "max_speed_kmh": 118.0,
-    "mean_speed_kmh": 104.2,
-    "threshold_kmh": 90.0,
-    "severity": "critical",
-    "driver": {
-        "name": "Ana Berg",
-        "risk_tier": "high",
-        "speed_over_baseline_kmh": 35.0,
-        "repeat_offender": True,
-    },
-}
+ALERT = Alert(
+    alert_id="abc",
+    rule="sustained_speeding",
+    truck_id="T0012",
+    driver_id="D1",
+    window_start="2026-11-24T10:00:00.000Z",
+    window_end="2026-11-24T10:05:00.000Z",
+    count=5,
+    event_ids=["e1", "e2", "e3", "e4", "e5"],
+    max_speed_kmh=118.0,
+    mean_speed_kmh=104.2,
+    threshold_kmh=90.0,
+    severity=Severity.CRITICAL,
+    driver=AlertDriver(
+        driver_id="D1",
+        name="Ana Berg",
+        hired_on="2019-04-01",
+        overspeed_events_90d=4,
+        avg_speed_kmh_90d=83.0,
+        km_driven_90d=9_120.0,
+        risk_tier="high",
+        speed_over_baseline_kmh=35.0,
+        repeat_offender=True,
+    ),
+    detected_at="2026-11-24T10:05:01.000Z",
+)
 ROUTES = Routes.parse(
     {
         "default": ["ops@fleet.example"],
@@ -72,9 +81,14 @@ def test_recipients_by_default_severity_and_truck_group() -> None:
         "oncall@fleet.example",
         "north@fleet.example",
     ]
-    assert ROUTES.recipients({**ALERT, "severity": "warning", "truck_id": "T5"}) == [
+    assert ROUTES.recipients(replace(ALERT, severity=Severity.WARNING, truck_id="T5")) == [
         "ops@fleet.example"
     ]
+
+
+def test_routes_refuse_a_severity_that_does_not_exist() -> None:
+    with pytest.raises(ValueError, match="'critcal' is not a valid Severity"):
+        Routes.parse({"default": ["ops@fleet.example"], "severity": {"critcal": ["x@y"]}})
 
 
 def test_render_uses_the_fleet_time_zone_and_names_the_driver() -> None:
@@ -86,6 +100,15 @@ def test_render_uses_the_fleet_time_zone_and_names_the_driver() -> None:
         in email.text
     )
     assert "<li>Truck: T0012</li>" in email.html
+
+
+def test_render_titles_a_catalogue_rule_by_its_id_and_a_driver_without_history() -> None:
+    alert = replace(ALERT, rule="school_zone_30", severity=Severity.WARNING, driver=None)
+    email = render(alert, ROUTES, ZoneInfo("UTC"))
+    assert email.subject == "[WARNING] school_zone_30: truck T0012 at 118.0 km/h"
+    assert "Driver: D1 (no history)\n" in email.text
+    no_driver = render(replace(alert, driver_id=None), ROUTES, ZoneInfo("UTC"))
+    assert "Driver: no driver assigned\n" in no_driver.text
 
 
 @pytest.mark.parametrize(
