@@ -7,15 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from bytewax.testing import TestingSink, TestingSource, run_main
+from msgspec.structs import replace
 
 from connectors.email_api import Delivery
 from connectors.kafka import OutboundRecord
 from connectors.mqtt import MqttMessage
 from connectors.notify_sink import NotifySink
 from dataflows.bridge import BridgeRoutes, build_flow
+from domain.alerts import Alert, build_alert
 from domain.notifications import Verdict
+from domain.rules import Detection, Rule
 from runtime.metrics import DEAD_LETTERS, NOTIFICATIONS, READINGS_IN
-from tests.builders import RECEIVED_MS, payload
+from tests.builders import RECEIVED_MS, payload, reading
 
 
 def count(metric: Any, *labels: str) -> float:
@@ -49,14 +52,17 @@ def test_the_bridge_counts_every_message_and_each_dead_letter_by_reason() -> Non
 class ScriptedApi:
     """Answers each alert with the verdict named in its id (a unit-test stand-in)."""
 
-    def deliver_all(self, alerts: Sequence[dict[str, Any]]) -> list[Delivery]:
+    def deliver_all(self, alerts: Sequence[Alert]) -> list[Delivery]:
         verdicts = {"ok": Verdict.DELIVERED, "bad": Verdict.REJECTED}
-        return [
-            Delivery(a["alert_id"], verdicts[a["alert_id"].split("-")[0]], 1, "") for a in alerts
-        ]
+        return [Delivery(a.alert_id, verdicts[a.alert_id.split("-")[0]], 1, "") for a in alerts]
 
     def close(self) -> None:
         pass
+
+
+def alert(alert_id: str) -> Alert:
+    detection = Detection(Rule.INSTANT, "T1", (reading(speed=141.0),), 130.0)
+    return replace(build_alert(detection, 0), alert_id=alert_id)
 
 
 def test_the_notifier_counts_each_outcome() -> None:
@@ -65,8 +71,8 @@ def test_the_notifier_counts_each_outcome() -> None:
     partition = sink.build_part("notify", "0", None)
     outcomes = ("sent", "rejected", "duplicate")
     before = [count(NOTIFICATIONS, o) for o in outcomes]
-    partition.write_batch([({"alert_id": "ok-1"}, b"1"), ({"alert_id": "bad-1"}, b"2")])
-    partition.write_batch([({"alert_id": "ok-1"}, b"1")])  # already sent
+    partition.write_batch([(alert("ok-1"), b"1"), (alert("bad-1"), b"2")])
+    partition.write_batch([(alert("ok-1"), b"1")])  # already sent
     after = [count(NOTIFICATIONS, o) for o in outcomes]
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
     assert len(dead) == 1

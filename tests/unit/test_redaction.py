@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from connectors.dynamodb import TelemetryTable, dynamodb_client
 from connectors.email_api import EmailApi
 from connectors.history import HistoryError, load_history_postgres
-from domain.alerts import build_alert, encode_alert
+from domain.alerts import Alert, build_alert
 from domain.history import Assignment, Driver, HistoryIndex
 from domain.notifications import RetryPolicy, Routes, Verdict
 from domain.readings import Reading
@@ -363,15 +363,14 @@ def test_the_scanner_reads_quotes_and_escapes_as_libpq_does() -> None:
 # --- The connectors that quote a URL or a DSN in an error -----------------------------------
 
 
-def _alert() -> dict[str, Any]:
+def _alert() -> Alert:
     reading = Reading("e-1", "T7", BEGINNING_MS, 141.5)
     history = HistoryIndex.build(
         [Driver("D-ana", "Ana Berg", "2019-04-01", 4, 88.5, 9_120.0, "high")],
         [Assignment("T7", "D-ana", 0, None)],
     )
     detection = Detection(Rule.INSTANT, "T7", (reading,), 130.0)
-    document: dict[str, Any] = json.loads(encode_alert(build_alert(detection, 0, history)))
-    return document
+    return build_alert(detection, 0, history)
 
 
 def test_email_api_failures_do_not_quote_the_url_s_secrets() -> None:
