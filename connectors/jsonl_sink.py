@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from typing_extensions import override
 
 
 class JsonlSink(FixedPartitionedSink[bytes, int]):
@@ -19,12 +20,15 @@ class JsonlSink(FixedPartitionedSink[bytes, int]):
     def __init__(self, path: Path) -> None:
         self._path = path
 
+    @override
     def list_parts(self) -> list[str]:
         return ["jsonl"]
 
+    @override
     def part_fn(self, item_key: str) -> int:
         return 0
 
+    @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> StatefulSinkPartition[bytes, int]:
@@ -38,15 +42,18 @@ class _JsonlPartition(StatefulSinkPartition[bytes, int]):
         self._file.truncate(resume_at or 0)
         self._file.seek(0, os.SEEK_END)
 
+    @override
     def write_batch(self, values: list[bytes]) -> None:
         self._file.write(b"".join(line + b"\n" for line in values))
         self._file.flush()
 
+    @override
     def snapshot(self) -> int:
         self._file.flush()
         os.fsync(self._file.fileno())
         return self._file.tell()
 
+    @override
     def close(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())

@@ -43,6 +43,7 @@ import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from typing_extensions import override
 
 from runtime.redaction import is_secret_name, redact_text
 from runtime.settings import DEFAULT_DELIVERY_BUDGET_S, KafkaSettings, SettingsError
@@ -500,6 +501,7 @@ class ConfirmedKafkaSink(DynamicSink[OutboundRecord]):
         self._stop = stop
         self._now = now
 
+    @override
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[OutboundRecord]:
@@ -536,6 +538,7 @@ class _ConfirmedKafkaPartition(StatelessSinkPartition[OutboundRecord]):
                 )
                 return
 
+    @override
     def write_batch(self, items: list[OutboundRecord]) -> None:
         deliveries = self._deliveries
         deliveries.raise_if_failed()
@@ -545,6 +548,7 @@ class _ConfirmedKafkaPartition(StatelessSinkPartition[OutboundRecord]):
             deliveries.flush()
         deliveries.raise_if_failed()
 
+    @override
     def close(self) -> None:
         try:
             self._deliveries.flush()

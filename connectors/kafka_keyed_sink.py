@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from typing_extensions import override
 
 from connectors.kafka import ConfirmedKafkaSink, OutboundRecord
 
@@ -23,6 +24,7 @@ class KafkaTopicSink(DynamicSink[tuple[str, bytes]]):
         self._inner = ConfirmedKafkaSink(config, wait_for_delivery=True, **options)
         self._topic = topic
 
+    @override
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[tuple[str, bytes]]:
@@ -34,10 +36,12 @@ class _TopicPartition(StatelessSinkPartition[tuple[str, bytes]]):
         self._inner = inner
         self._topic = topic
 
+    @override
     def write_batch(self, items: list[tuple[str, bytes]]) -> None:
         self._inner.write_batch(
             [OutboundRecord(self._topic, key.encode() or None, value) for key, value in items]
         )
 
+    @override
     def close(self) -> None:
         self._inner.close()

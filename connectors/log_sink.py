@@ -7,12 +7,14 @@ from typing import Any
 
 import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from typing_extensions import override
 
 
 class LogSink(DynamicSink[Any]):
     def __init__(self, event: str) -> None:
         self._event = event
 
+    @override
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[Any]:
@@ -24,6 +26,7 @@ class _LogPartition(StatelessSinkPartition[Any]):
         self._log = structlog.get_logger("fleetwatch").bind(worker=worker)
         self._event = event
 
+    @override
     def write_batch(self, items: list[Any]) -> None:
         for item in items:
             fields = (

@@ -16,19 +16,23 @@ admits only renderable alerts, so that is a bug of ours, and it must not stop th
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from datetime import datetime
 from zlib import adler32
 
 import structlog
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from typing_extensions import override
 
 from connectors.email_api import Delivery, EmailApi
 from connectors.kafka import OutboundRecord
 from domain.alerts import Alert
 from domain.dead_letters import Reason, Stage
 from domain.notifications import Verdict
+from domain.timestamps import to_epoch_ms
+from runtime.clock import utc_now
 from runtime.metrics import NOTIFICATIONS, counted_dead_letter
+from runtime.settings import Topics
 
 log = structlog.get_logger(__name__)
 
@@ -42,27 +46,29 @@ class NotifySink(FixedPartitionedSink[tuple[Alert, bytes], Sent]):
         self,
         api: Callable[[], EmailApi],
         send_dead_letters: Callable[[list[OutboundRecord]], None],
-        alerts_topic: str,
-        dlq_topic: str,
+        topics: Topics,
         retention_s: float,
         partitions: int = 4,
-        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self._api = api
         self._send_dead_letters = send_dead_letters
-        self._alerts_topic = alerts_topic
-        self._dlq_topic = dlq_topic
+        self._alerts_topic = topics.alerts
+        self._dlq_topic = topics.dlq
         self._retention_ms = int(retention_s * 1000)
         self._partitions = partitions
-        self._now_ms = now_ms
+        self._now = now
 
+    @override
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self._partitions)]
 
+    @override
     def part_fn(self, item_key: str) -> int:
         # surrogatepass: the same bytes as UTF-8 for every valid key, and no key can raise.
         return adler32(item_key.encode("utf-8", "surrogatepass"))
 
+    @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: Sent | None
     ) -> StatefulSinkPartition[tuple[Alert, bytes], Sent]:
@@ -75,8 +81,9 @@ class _NotifyPartition(StatefulSinkPartition[tuple[Alert, bytes], Sent]):
         self._sent = sent
         self._api = sink._api()
 
+    @override
     def write_batch(self, values: list[tuple[Alert, bytes]]) -> None:
-        sink, now = self._sink, self._sink._now_ms()
+        sink, now = self._sink, to_epoch_ms(self._sink._now())
         # Forget what is older than the retention: the Idempotency-Key covers it from then on.
         self._sent = {k: t for k, t in self._sent.items() if now - t < sink._retention_ms}
         pending: dict[str, tuple[Alert, bytes]] = {}
@@ -127,8 +134,10 @@ class _NotifyPartition(StatefulSinkPartition[tuple[Alert, bytes], Sent]):
         key = delivery.alert_id.encode("utf-8", "surrogatepass")
         return OutboundRecord(self._sink._dlq_topic, key, record)
 
+    @override
     def snapshot(self) -> Sent:
         return dict(self._sent)
 
+    @override
     def close(self) -> None:
         self._api.close()

@@ -51,7 +51,7 @@ from domain.dead_letters import Stage
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import READINGS_IN
-from runtime.settings import Settings
+from runtime.settings import Settings, Topics
 
 log = structlog.get_logger("dataflows.archive")
 
@@ -112,8 +112,7 @@ class ArchiveStep:
     lake: Lake
     roll_bytes: int
     roll_age: timedelta
-    telemetry_topic: str
-    dlq_topic: str
+    topics: Topics
     send_dead_letters: Callable[[list[OutboundRecord]], None]
     now: Callable[[], datetime] = utc_now
     max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
@@ -193,7 +192,7 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
             buffer.values,
             buffer.timestamps,
             Stage.ARCHIVE,
-            step.telemetry_topic,
+            step.topics.telemetry,
             to_epoch_ms(step.now()),
             step.max_future_ms,
         )
@@ -201,7 +200,7 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
             # Written here, not by a DLQ output downstream: they must be confirmed before
             # the roll's files commit its offsets (the lake is the commit log), or a crash
             # between the two would lose them.
-            step.send_dead_letters([to_kafka(step.dlq_topic)(letter) for letter in dead])
+            step.send_dead_letters([to_kafka(step.topics.dlq)(letter) for letter in dead])
         try:
             files = step.lake.write_roll(
                 buffer.partition, buffer.first_offset, buffer.last_offset, readings
@@ -253,8 +252,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         lake,
         roll_bytes=round(settings.lake.roll_mb * 1024 * 1024),
         roll_age=timedelta(seconds=settings.lake.roll_s),
-        telemetry_topic=settings.topics.telemetry,
-        dlq_topic=settings.topics.dlq,
+        topics=settings.topics,
         send_dead_letters=ConfirmedProducer(settings.kafka.producer_config()).send_all,
         max_future_ms=settings.stream.max_future_ms,
     )

@@ -40,19 +40,18 @@ from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.readings import Reading, decode_reading, encode_canonical, truck_id_from_topic
 from runtime.clock import utc_now
 from runtime.metrics import READINGS_IN
-from runtime.settings import Settings
+from runtime.settings import Settings, Topics
 from runtime.shutdown import install_graceful_shutdown
 
 _MESSAGES_IN = READINGS_IN.labels("bridge")
 
 
 @dataclass(frozen=True)
-class BridgeRoutes:
+class BridgeRouter:
     """Where the bridge writes, and how it reads truck ids from MQTT topics."""
 
     topic_filter: str
-    telemetry_topic: str
-    dlq_topic: str
+    topics: Topics
     # FLEET_MAX_FUTURE_S in ms: a reading further ahead of its receipt is bad_timestamp, so a
     # wrong device clock cannot push its truck's watermark years ahead (CONTRACT.md section 3).
     max_future_ms: int = 300_000
@@ -87,7 +86,7 @@ class BridgeRoutes:
         )
         if isinstance(outcome, Reading):
             return OutboundRecord(
-                self.telemetry_topic,
+                self.topics.telemetry,
                 outcome.truck_id.encode(),
                 encode_canonical(outcome),
                 message.ack,
@@ -121,14 +120,14 @@ class BridgeRoutes:
             topic_truck.encode() if topic_truck else None,
             message.ack,
         )
-        return to_kafka(self.dlq_topic)(letter)
+        return to_kafka(self.topics.dlq)(letter)
 
 
 def build_flow(
     source: Source[MqttMessage],
     sink: Sink[OutboundRecord],
     dead_letters: Sink[OutboundRecord],
-    routes: BridgeRoutes,
+    routes: BridgeRouter,
 ) -> Dataflow:
     """The bridge: no keyed step, so every message stays on the worker that received it
     (and whose MQTT connection must acknowledge it)."""
@@ -137,7 +136,7 @@ def build_flow(
     routed = op.flat_map_batch("route_batch", messages, routes.route_batch)
     split = split_dead_letters("split_dead_letters", routed)  # OutboundRecord | DeadLetter
     op.output("kafka_sink", split.oks, sink)  # readings to telemetry, acked when confirmed
-    output_dead_letters("dead_letters", to_kafka(routes.dlq_topic), dead_letters, split.errs)
+    output_dead_letters("dead_letters", to_kafka(routes.topics.dlq), dead_letters, split.errs)
     return flow
 
 
@@ -147,11 +146,8 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     used = [topics.telemetry, topics.dlq, topics.heartbeats]
     prepare("bridge", settings, ["mqtt", "kafka", "topics", "stream"], used)
     install_graceful_shutdown()
-    routes = BridgeRoutes(
-        settings.mqtt.topic_filter,
-        topics.telemetry,
-        topics.dlq,
-        max_future_ms=settings.stream.max_future_ms,
+    routes = BridgeRouter(
+        settings.mqtt.topic_filter, topics, max_future_ms=settings.stream.max_future_ms
     )
     # Asynchronous confirmation: each record's MQTT ack is its delivery callback.
     sink = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=False)

@@ -137,13 +137,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         )
 
     producer = ConfirmedProducer(settings.kafka.producer_config())
-    emails = NotifySink(
-        api,
-        producer.send_all,
-        settings.topics.alerts,
-        settings.topics.dlq,
-        settings.notify.retention_s,
-    )
+    emails = NotifySink(api, producer.send_all, settings.topics, settings.notify.retention_s)
     source = KafkaBatchSource(
         settings.kafka.config(), settings.topics.alerts, tail=settings.kafka.tail
     )

@@ -9,10 +9,11 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.kafka import OutboundRecord
 from connectors.mqtt import MqttMessage
-from dataflows.bridge import BridgeRoutes, build_flow
+from dataflows.bridge import BridgeRouter, build_flow
+from runtime.settings import Topics
 from tests.builders import RECEIVED_MS, payload
 
-ROUTES = BridgeRoutes("fleet/+/telemetry", "telemetry", "dlq")
+ROUTES = BridgeRouter("fleet/+/telemetry", Topics(telemetry="telemetry", dlq="dlq"))
 
 
 class AckLog:
@@ -70,7 +71,7 @@ def test_every_message_gives_exactly_one_record() -> None:
 
 
 def test_topic_without_truck_level_is_a_mismatch() -> None:
-    routes = BridgeRoutes("#", "telemetry", "dlq")
+    routes = BridgeRouter("#", Topics(telemetry="telemetry", dlq="dlq"))
     out: list[OutboundRecord] = []
     run_main(
         build_flow(

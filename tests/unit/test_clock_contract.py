@@ -28,15 +28,9 @@ WALL_CLOCK = frozenset(
     }
 )
 
-# Today's offenders, each with why it is there and what replaces it. Shrink it to empty: an
+# Modules allowed to read the wall clock besides runtime/clock.py, each with why. Empty: an
 # entry that is no longer needed fails test_the_allow_list_is_current.
-ALLOWED: frozenset[tuple[str, str]] = frozenset(
-    {
-        # The notify sink's default ``now_ms`` (when a delivery or dead letter happened):
-        # the flow should pass runtime.clock.wall_clock_ms.
-        ("connectors/notify_sink.py", "time.time_ns"),
-    }
-)
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 def _modules() -> list[Path]:

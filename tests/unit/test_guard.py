@@ -24,11 +24,12 @@ from connectors.parquet_input import ParquetReadingsSource
 from dataflows.alerts import build_flow as alerts_flow
 from dataflows.backfill import build_flow as backfill_flow
 from dataflows.backfill import dead_letter_path
-from dataflows.bridge import BridgeRoutes
+from dataflows.bridge import BridgeRouter
 from dataflows.bridge import build_flow as bridge_flow
 from domain.readings import Reading, Rejection, decode_reading
 from domain.rules import RuleConfig
 from runtime.progress import Progress
+from runtime.settings import Topics
 from tests.builders import BEGINNING, RECEIVED_MS, payload
 from tests.reference import reference_alerts
 from tests.unit.test_alerts_flow import CONFIG, TOPICS, alert_keys, fast, message, on
@@ -68,7 +69,7 @@ def test_bridge_dead_letters_the_record_and_goes_on(monkeypatch: pytest.MonkeyPa
             TestingSource(messages),
             TestingSink(out),
             TestingSink(out),
-            BridgeRoutes("fleet/+/telemetry", "telemetry", "dlq"),
+            BridgeRouter("fleet/+/telemetry", Topics(telemetry="telemetry", dlq="dlq")),
         )
     )
     assert [r.topic for r in out] == ["telemetry", "dlq", "telemetry"]

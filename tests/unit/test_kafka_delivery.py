@@ -31,8 +31,9 @@ from connectors.kafka import (
 )
 from connectors.kafka_keyed_sink import KafkaTopicSink
 from connectors.mqtt import MqttMessage
-from dataflows.bridge import BridgeRoutes
+from dataflows.bridge import BridgeRouter
 from domain.dead_letters import DeadLetter
+from runtime.settings import Topics
 from tests.builders import RECEIVED_MS, payload
 
 E = KafkaError
@@ -379,7 +380,7 @@ def test_transient_trouble_is_waited_out_and_logged_at_most_every_15_s(
 
 # -- a refused reading is dead-lettered --------------------------------------------------
 
-ROUTES = BridgeRoutes("fleet/+/telemetry", "telemetry", "dlq")
+ROUTES = BridgeRouter("fleet/+/telemetry", Topics(telemetry="telemetry", dlq="dlq"))
 
 
 def reading_record(acks: Acks, name: str = "m1") -> OutboundRecord:

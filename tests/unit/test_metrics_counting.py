@@ -13,11 +13,12 @@ from connectors.email_api import Delivery
 from connectors.kafka import OutboundRecord
 from connectors.mqtt import MqttMessage
 from connectors.notify_sink import NotifySink
-from dataflows.bridge import BridgeRoutes, build_flow
+from dataflows.bridge import BridgeRouter, build_flow
 from domain.alerts import Alert, build_alert
 from domain.notifications import Verdict
 from domain.rules import Detection, Rule
 from runtime.metrics import DEAD_LETTERS, NOTIFICATIONS, READINGS_IN
+from runtime.settings import Topics
 from tests.builders import RECEIVED_MS, payload, reading
 
 
@@ -26,7 +27,7 @@ def count(metric: Any, *labels: str) -> float:
 
 
 def test_the_bridge_counts_every_message_and_each_dead_letter_by_reason() -> None:
-    routes = BridgeRoutes("fleet/+/telemetry", "telemetry", "dlq")
+    routes = BridgeRouter("fleet/+/telemetry", Topics(telemetry="telemetry", dlq="dlq"))
     before = (
         count(READINGS_IN, "bridge"),
         count(DEAD_LETTERS, "bridge", "invalid_json"),
@@ -67,7 +68,9 @@ def alert(alert_id: str) -> Alert:
 
 def test_the_notifier_counts_each_outcome() -> None:
     dead: list[OutboundRecord] = []
-    sink = NotifySink(ScriptedApi, dead.extend, "alerts", "dlq", retention_s=3600)  # type: ignore[arg-type]
+    sink = NotifySink(
+        ScriptedApi, dead.extend, Topics(alerts="alerts", dlq="dlq"), retention_s=3600
+    )  # type: ignore[arg-type]
     partition = sink.build_part("notify", "0", None)
     outcomes = ("sent", "rejected", "duplicate")
     before = [count(NOTIFICATIONS, o) for o in outcomes]

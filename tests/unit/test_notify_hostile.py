@@ -43,6 +43,7 @@ from domain.notifications import (
 from domain.readings import Reading, Rejection
 from domain.rules import Detection, Rule
 from runtime.metrics import DEAD_LETTERS
+from runtime.settings import Topics
 from tests.builders import BEGINNING, BEGINNING_MS
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -522,7 +523,9 @@ def test_the_sink_dead_letters_an_alert_it_cannot_render(receiver: EmailReceiver
     That alert is dead-lettered ``unprocessable`` without a call; the other is e-mailed."""
     dead: list[OutboundRecord] = []
     slept: list[float] = []
-    sink = NotifySink(lambda: api(receiver.url, slept), dead.extend, "alerts", "dlq", 3600)
+    sink = NotifySink(
+        lambda: api(receiver.url, slept), dead.extend, Topics(alerts="alerts", dlq="dlq"), 3600
+    )
     partition = sink.build_part("notify", "0", None)
     broken = replace(VALID_ALERT, alert_id="broken", window_start="not a date")
     before = count("unprocessable")
