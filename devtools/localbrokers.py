@@ -170,6 +170,7 @@ def mqtt_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
     return amqtt_broker(workdir, port)
 
 
+SOURCE_TREE = Path(__file__).resolve().parents[1]
 MEMORY_STORAGE = "memory://tansu/"
 S3_BUCKET = "tansu"
 # moto accepts any credentials; Tansu's and boto3's S3 clients need some to sign with.
@@ -219,7 +220,10 @@ def s3_server(workdir: Path, port: int | None = None, bucket: str = S3_BUCKET) -
     Its objects live in its memory: they outlast any number of Tansu restarts, not its own."""
     port = port or free_port()
     command = [sys.executable, "-m", "devtools.localbrokers", "s3", "--port", str(port)]
-    return S3Server("moto-s3", command, port, workdir, bucket=bucket)
+    # The harness is not installed (only the source tree has it) and brokers run in their
+    # working directory: the tree goes on the module path.
+    env = {"PYTHONPATH": str(SOURCE_TREE)}
+    return S3Server("moto-s3", command, port, workdir, env, bucket=bucket)
 
 
 def tansu_broker(
