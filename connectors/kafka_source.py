@@ -37,22 +37,14 @@ FETCH_WAIT_MAX_MS = "25"
 class Fetch:
     """Record values from one partition, in offset order, from ``first_offset`` to
     ``last_offset`` (inclusive; offsets may have gaps, e.g. transaction markers), and each
-    record's Kafka timestamp in epoch ms (``NO_TIMESTAMP`` when the broker gave none; an
-    empty list when the source kept none)."""
+    record's Kafka timestamp in epoch ms (-1 when the broker gave none; an empty list when
+    the source kept none)."""
 
     partition: int
     first_offset: int
     last_offset: int
     values: list[bytes]
     timestamps: list[int] = field(default_factory=list)
-
-    def timestamp_ms(self, index: int) -> int:
-        """The ``index``-th record's timestamp, or ``NO_TIMESTAMP``."""
-        timestamps = self.timestamps
-        return timestamps[index] if index < len(timestamps) else NO_TIMESTAMP
-
-
-NO_TIMESTAMP = -1
 
 
 class KafkaBatchSource(FixedPartitionedSource[Fetch, int]):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from connectors.kafka_source import Fetch
 from dataflows._guard import unprocessable
 from domain.dead_letters import DeadLetter, Stage
 from domain.readings import Reading, Rejection, decode_reading
@@ -20,6 +21,14 @@ def not_after_ms(record_ts_ms: int, received_at_ms: int, max_future_ms: int) -> 
     """The latest reading ts a record may carry: its Kafka timestamp (or, without one, the
     moment it was received) plus FLEET_MAX_FUTURE_S."""
     return (record_ts_ms if record_ts_ms >= 0 else received_at_ms) + max_future_ms
+
+
+def not_after_all(fetch: Fetch, received_at_ms: int, max_future_ms: int) -> list[int]:
+    """``not_after_ms`` for each record of ``fetch``, computed in one pass (the hot path)."""
+    timestamps = fetch.timestamps
+    if len(timestamps) != len(fetch.values):
+        return [received_at_ms + max_future_ms] * len(fetch.values)
+    return [(ts if ts >= 0 else received_at_ms) + max_future_ms for ts in timestamps]
 
 
 def decode_telemetry(value: bytes, not_after: int) -> Reading | Rejection | Exception:

@@ -41,7 +41,7 @@ from connectors.kafka import (
 )
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.liveness import InputClock, InputLiveness
-from dataflows._canonical import as_dead_letter, decode_telemetry, not_after_ms
+from dataflows._canonical import as_dead_letter, decode_telemetry, not_after_all
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_kafka
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
@@ -77,8 +77,8 @@ class TelemetryDecoder:
         received_at = to_epoch_ms(self.now())
         for fetch in fetches:
             _RECORDS_IN.inc(len(fetch.values))
-            for index, value in enumerate(fetch.values):
-                not_after = not_after_ms(fetch.timestamp_ms(index), received_at, self.max_future_ms)
+            limits = not_after_all(fetch, received_at, self.max_future_ms)
+            for value, not_after in zip(fetch.values, limits, strict=True):
                 outcome = decode_telemetry(value, not_after)
                 if isinstance(outcome, Reading):
                     arrivals = by_truck.get(outcome.truck_id)
