@@ -192,20 +192,16 @@ class _KafkaBatchPartition(StatefulSourcePartition[Fetch, int]):
             raise RuntimeError(
                 f"Kafka consumer error on {self._topic}[{self._partition}]: {error.str()}"
             )
-        now = time.monotonic()
-        if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
-            self._last_error_log = now
-            log.warning(
-                "kafka_consumer_retrying",
-                topic=self._topic,
-                partition=self._partition,
-                error=error.str(),
-            )
+        self._log_retrying(error)
 
     def _on_client_error(self, error: KafkaError) -> None:
         if error.fatal():
             self._fatal = error  # raised from next_batch: the callback must not raise
             return
+        self._log_retrying(error)
+
+    def _log_retrying(self, error: KafkaError) -> None:
+        """librdkafka retries by itself: say so, at most every _ERROR_LOG_INTERVAL_S."""
         now = time.monotonic()
         if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
             self._last_error_log = now
