@@ -9,6 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.request import Request, urlopen
 
+import boto3
+
+from connectors.dynamodb import item_values
+from devtools.localdynamo import AWS_ENV
+
 
 class ThrottlingProxy:
     """Forwards DynamoDB API calls, but throttles: every ``every``-th call gets a
@@ -100,3 +105,22 @@ class ThrottlingProxy:
                     return int(code), json.loads(read()) if read else {"message": str(error)}
 
         return Handler
+
+
+def scan_table(url: str, table: str) -> list[dict[str, Any]]:
+    """Every item of ``table`` on the DynamoDB-API server at ``url``, as plain values."""
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        page = client.scan(**kwargs)
+        items += [item_values(item) for item in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

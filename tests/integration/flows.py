@@ -4,11 +4,14 @@ for integration tests."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,3 +211,20 @@ def scrape(port: int) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def run_module(
+    module: str, args: list[str], env: Mapping[str, str], timeout_s: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` as an operator runs it from the source tree, its settings
+    from ``env`` (none of this process's FLEET_* variables)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env={**base, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout_s,
+    )

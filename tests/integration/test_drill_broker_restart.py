@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -44,7 +42,7 @@ import pytest
 from bytewax.recovery import init_db_dir
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.dynamodb import LATEST, item_values, newest_per_truck
+from connectors.dynamodb import LATEST, newest_per_truck
 from devtools.email_receiver import EmailReceiver
 from devtools.localbrokers import LocalBrokers
 from devtools.localdynamo import AWS_ENV
@@ -53,13 +51,14 @@ from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from domain.readings import Reading
 from domain.rules import RuleConfig
 from runtime.settings import MqttUrl
+from tests.integration.dynamo import scan_table
 from tests.integration.flows import (
-    ROOT,
     FlowProcess,
     Namespace,
     Record,
     consume_until,
     produce,
+    run_module,
 )
 from tests.integration.reports import report
 from tests.reference import reference_alerts
@@ -255,50 +254,14 @@ class FaultInjector:
 
 
 def create_table(env: dict[str, str]) -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "dataflows.store", "--create-table"],
-        env={**base, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_module("dataflows.store", ["--create-table"], env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def create_topics(env: dict[str, str]) -> None:
     """As the Kubernetes Job does, before the flows start."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "fleetwatch.topics"],
-        env={**base, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_module("fleetwatch.topics", [], env)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def scan(url: str, table: str) -> list[dict[str, Any]]:
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        page = client.scan(**kwargs)
-        items += [item_values(item) for item in page["Items"]]
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def lake_event_ids(lake: Path) -> list[str]:
@@ -473,7 +436,7 @@ def test_kafka_broker_kill_9_and_restart_under_the_whole_pipeline(
             settle_s=2,
         )
         wait_until(lambda: len(lake_event_ids(lake)) >= len(telemetry), 40)
-        wait_until(lambda: len(scan(dynamodb_url, table)) >= len(expected_ids), 40, 2.0)
+        wait_until(lambda: len(scan_table(dynamodb_url, table)) >= len(expected_ids), 40, 2.0)
         wait_until(lambda: len(receiver.emails) >= len({_id(a) for a in alerts}), 30)
         time.sleep(2)  # extra copies, if any, show up
         settled_at = time.monotonic()
@@ -490,7 +453,7 @@ def test_kafka_broker_kill_9_and_restart_under_the_whole_pipeline(
         codes = [flow.stop() for flow in flows]
         receiver.stop()
     lake_ids = lake_event_ids(lake)
-    items = scan(dynamodb_url, table)
+    items = scan_table(dynamodb_url, table)
 
     telemetry_ids = Counter(str(r.json()["event_id"]) for r in telemetry)
     lost = expected_ids - telemetry_ids.keys()

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,7 +32,7 @@ from domain.dead_letters import Stage, dead_letter
 from domain.readings import Reading
 from domain.rules import Detection, Rule
 from tests.builders import BEGINNING_MS
-from tests.integration.flows import ROOT, FlowProcess, Namespace, consume_until, produce
+from tests.integration.flows import FlowProcess, Namespace, consume_until, produce, run_module
 from tests.integration.reports import report
 
 SECRET = "a-drill-signing-secret-of-32-bytes"
@@ -81,17 +79,7 @@ def recovery(directory: Path) -> list[str]:
 
 def replay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m fleetwatch.replay`` as an operator runs it, settings from ``env``."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "fleetwatch.replay", *args],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("fleetwatch.replay", list(args), env, timeout_s=120)
 
 
 def successes(receiver: EmailReceiver) -> tuple[Counter[str], Counter[str]]:

@@ -5,25 +5,21 @@ unprocessed items; a refused item dead-lettered."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from bytewax.recovery import init_db_dir
 
-from connectors.dynamodb import LATEST, history_key, item_values
+from connectors.dynamodb import LATEST, history_key
 from devtools.localdynamo import AWS_ENV
 from domain.readings import Reading, encode_canonical
 from tests.builders import BEGINNING_MS
-from tests.integration.dynamo import ThrottlingProxy
-from tests.integration.flows import ROOT, FlowProcess, Namespace, consume_until, produce
+from tests.integration.dynamo import ThrottlingProxy, scan_table
+from tests.integration.flows import FlowProcess, Namespace, consume_until, produce, run_module
 
 pytestmark = pytest.mark.integration
 
@@ -41,35 +37,8 @@ def store_env(namespace: Namespace, url: str, table: str, **overrides: str) -> d
 
 
 def create_table(env: dict[str, str]) -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "dataflows.store", "--create-table"],
-        env={**base, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_module("dataflows.store", ["--create-table"], env)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def scan(url: str, table: str) -> list[dict[str, Any]]:
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        page = client.scan(**kwargs)
-        items += [item_values(item) for item in page["Items"]]
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def fleet(trucks: int, per_truck: int, seed: int) -> list[Reading]:
@@ -139,7 +108,7 @@ def test_readings_in_items_out_whatever_the_order_and_repeats(
     )
     flow = FlowProcess("dataflows.store", env, logs / "store.log", ["-w", "2"]).start()
     assert flow.wait(timeout_s=120) == 0, flow.log_tail()
-    assert_table_holds(scan(dynamodb_url, table), readings)
+    assert_table_holds(scan_table(dynamodb_url, table), readings)
     dead = consume_until(
         namespace.brokers.kafka_brokers, namespace.topic("dlq"), lambda r: len(r) >= 1, 20
     )
@@ -174,7 +143,7 @@ def test_kill_9_and_resume_leaves_no_gap_and_no_duplicate(
     ).start()
     assert final.wait(timeout_s=180) == 0, final.log_tail()
     assert kills >= 3
-    assert_table_holds(scan(dynamodb_url, table), readings)
+    assert_table_holds(scan_table(dynamodb_url, table), readings)
 
 
 def test_throttling_and_unprocessed_items_are_retried_and_refused_items_dead_lettered(
@@ -198,7 +167,7 @@ def test_throttling_and_unprocessed_items_are_retried_and_refused_items_dead_let
         proxy.close()
     assert proxy.throttled > 10
     assert proxy.unprocessed > 50
-    assert_table_holds(scan(dynamodb_url, table), readings)
+    assert_table_holds(scan_table(dynamodb_url, table), readings)
     dead = consume_until(
         namespace.brokers.kafka_brokers, namespace.topic("dlq"), lambda r: len(r) >= 1, 20
     )
