@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import hmac
 import html
+import math
 import random
 import re
 from collections.abc import Mapping
@@ -46,31 +47,56 @@ def one_line(value: object, limit: int = MAX_TEXT_CHARS) -> str:
     return _SURROGATES.sub("\ufffd", _LINE_BREAKS.sub(" ", text))
 
 
+# A rule's id in the catalogue (CONTRACT.md section 9), and so a key of the routes' "rules".
+RULE_ID = re.compile(r"[a-z0-9_]{1,64}", re.ASCII)
+
+
+def _addresses(where: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(a, str) for a in value):
+        raise ValueError(f"{where} must be a list of addresses")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Routes:
-    """Who gets an alert: the default recipients, those for its severity, and those of
-    every truck group whose pattern matches its truck (shell-style, e.g. ``T001*``)."""
+    """Who gets an alert: the default recipients, those for its severity, those for its rule
+    (by the rule's id, the alert's ``rule``), and those of every truck group whose pattern
+    matches its truck (shell-style, e.g. ``T001*``)."""
 
     default: tuple[str, ...]
     by_severity: Mapping[Severity, tuple[str, ...]] = field(default_factory=dict)
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    by_rule: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> Routes:
         """From the routes file's JSON: ``default`` (a list of addresses), ``severity`` (a map
-        from severity to addresses), ``groups`` (``[{"trucks": "T00*", "to": [..]}]``). A
-        severity that is not ``warning`` or ``critical`` is a ValueError, not a route that
-        never matches."""
-        default = tuple(document.get("default", ()))
+        from severity to addresses), ``rules`` (a map from rule id to addresses), ``groups``
+        (``[{"trucks": "T00*", "to": [..]}]``). A severity that is not ``warning`` or
+        ``critical``, or a rule id that is not 1-64 chars of ``[a-z0-9_]``, is a ValueError,
+        not a route that never matches."""
+        default = _addresses("default", document.get("default", []))
         if not default:
             raise ValueError("routes need at least one default recipient")
-        by_severity = {Severity(k): tuple(v) for k, v in document.get("severity", {}).items()}
-        groups = tuple((str(g["trucks"]), tuple(g["to"])) for g in document.get("groups", ()))
-        return cls(default, by_severity, groups)
+        by_severity = {
+            Severity(k): _addresses(f"severity.{k}", v)
+            for k, v in dict(document.get("severity", {})).items()
+        }
+        by_rule: dict[str, tuple[str, ...]] = {}
+        for rule, to in dict(document.get("rules", {})).items():
+            if not isinstance(rule, str) or not RULE_ID.fullmatch(rule):
+                raise ValueError(f"rule id {rule!r} is not 1-64 chars of [a-z0-9_]")
+            by_rule[rule] = _addresses(f"rules.{rule}", to)
+        groups = tuple(
+            (str(g["trucks"]), _addresses("groups[].to", g["to"]))
+            for g in document.get("groups", ())
+        )
+        return cls(default, by_severity, groups, by_rule)
 
     def recipients(self, alert: Alert) -> list[str]:
         found = list(self.default)
         found += self.by_severity.get(alert.severity, ())
+        found += self.by_rule.get(alert.rule, ())
         for pattern, to in self.groups:
             if fnmatch.fnmatchcase(alert.truck_id, pattern):
                 found += to
@@ -90,11 +116,221 @@ RULE_TITLES = {
     Rule.INSTANT: "Critical over-speed",
 }
 
+# --- Rendering ------------------------------------------------------------------------------
+# The kind of a rule (CONTRACT.md section 9) is not a field of the alert: ``details["kind"]``
+# names it, and section 4's rules (``details`` ``{}``) are of the kinds they behave as. Any
+# detail that is missing or of the wrong type is left out, and an alert of no known kind is
+# told in generic words: ``render`` never raises for any ``details``.
+
+KINDS = frozenset(
+    {"instant_over", "count_over", "duration_over", "deceleration", "zone_over",
+     "posted_limit_over"}
+)  # fmt: skip
+_BUILTIN_KINDS = {Rule.SUSTAINED: "count_over", Rule.INSTANT: "instant_over"}
+MAX_NAME_CHARS = 80  # of a zone's or a road's name in a title
+MAX_DETAIL_SPEED = 10_000.0  # km/h, as decode_alert's SPEED_RANGE
+MAX_DETAIL_SECONDS = 10.0**10  # ~317 years
+_LIMIT_SOURCES = {"hgv": "heavy-vehicle", "implicit": "default"}  # else "posted"
+MINUS = "\u2212"
+
+
+def _number(details: Mapping[Any, Any], key: str, low: float, high: float) -> float | None:
+    """``details[key]`` when it is a finite number (not a bool) within low..high."""
+    value = details.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return number if math.isfinite(number) and low <= number <= high else None
+
+
+def _name(details: Mapping[Any, Any], key: str) -> str | None:
+    """``details[key]`` as a single line of at most MAX_NAME_CHARS, when it is text."""
+    value = details.get(key)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return one_line(value.strip(), MAX_NAME_CHARS)
+
+
+def _fixed(number: float, places: int) -> str:
+    return f"{round(number, places) + 0.0:.{places}f}"  # + 0.0: no "-0.0"
+
+
+def kmh(speed: float) -> str:
+    """A measured speed: one decimal, ``118.0``."""
+    return _fixed(speed, 1)
+
+
+def _limit(speed: float) -> str:
+    """A limit: ``90``, or ``30.5`` when it has a fraction."""
+    text = _fixed(speed, 1)
+    return text.removesuffix(".0")
+
+
+def duration(seconds: float) -> str:
+    """``1.5 s``, ``45 s``, ``1 min 05 s``, ``2 h 05 min``, ``3 d 04 h``: the larger the
+    span, the coarser."""
+    if seconds < 9.95:
+        return f"{_limit(seconds)} s"
+    total = round(seconds)
+    if total < 3600:
+        minutes, secs = divmod(total, 60)
+        if not minutes:
+            return f"{secs} s"
+        return f"{minutes} min" if not secs else f"{minutes} min {secs:02d} s"
+    total_minutes = round(seconds / 60)
+    if total_minutes < 24 * 60:
+        hours, minutes = divmod(total_minutes, 60)
+        return f"{hours} h" if not minutes else f"{hours} h {minutes:02d} min"
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days} d" if not hours else f"{days} d {hours:02d} h"
+
+
+def _readings(count: int) -> str:
+    return "1 reading" if count == 1 else f"{count} readings"
+
+
+def map_link(lat: float, lon: float) -> str:
+    """The position on OpenStreetMap, zoomed to streets."""
+    la, lo = _fixed(lat, 5), _fixed(lon, 5)
+    return f"https://www.openstreetmap.org/?mlat={la}&mlon={lo}#map=17/{la}/{lo}"
+
+
+@dataclass(frozen=True)
+class _Story:
+    """What an alert tells, in words: the title, the subject's ending after the truck, what
+    happened, the speeds, the place and the rule."""
+
+    title: str
+    headline: str
+    happened: str
+    speed: str | None
+    place: str | None  # a zone or a road, shown before the position
+    rule: str | None  # what the rule asks, after its id and version
+
+
+def _story(alert: Alert, span_s: float | None) -> _Story:
+    details: Mapping[Any, Any] = alert.details if isinstance(alert.details, dict) else {}
+    kind = details.get("kind")
+    builtin = alert.builtin_rule
+    if not (isinstance(kind, str) and kind in KINDS):
+        kind = None if builtin is None else _BUILTIN_KINDS[builtin]
+    builtin_title = RULE_TITLES[builtin] if builtin and kind == _BUILTIN_KINDS[builtin] else None
+    limit, count = _limit(alert.threshold_kmh), alert.count
+    top, mean = kmh(alert.max_speed_kmh), kmh(alert.mean_speed_kmh)
+    span = duration(span_s) if span_s else None  # none for a single instant
+    at = f"at {top} km/h"
+
+    def speed(limit_words: str) -> str:
+        over = alert.max_speed_kmh - alert.threshold_kmh
+        if over > 0:
+            return f"top {top} km/h, {kmh(over)} km/h over {limit_words}; mean {mean} km/h"
+        return f"top {top} km/h ({limit_words}); mean {mean} km/h"
+
+    the_limit = f"the {limit} km/h limit"
+    if kind == "instant_over":
+        return _Story(
+            builtin_title or f"Over {limit} km/h",
+            at,
+            f"{_readings(count)} over {limit} km/h" + (f" within {span}" if span else ""),
+            speed(the_limit),
+            None,
+            f"any reading over {limit} km/h",
+        )
+    if kind == "count_over":
+        within_s = _number(details, "within_s", 0, MAX_DETAIL_SECONDS)
+        asks = f"{_readings(count)} over {limit} km/h"
+        return _Story(
+            builtin_title or f"Repeated speeding over {limit} km/h",
+            at,
+            f"{_readings(count)} over {limit} km/h" + (f" within {span}" if span else ""),
+            speed(the_limit),
+            None,
+            None if within_s is None else f"{asks} within {duration(within_s)}",
+        )
+    if kind == "duration_over":
+        for_s = _number(details, "for_s", 0, MAX_DETAIL_SECONDS)
+        title = f"Over {limit} km/h" + (f" for {duration(for_s)}" if for_s is not None else "")
+        return _Story(
+            builtin_title or title,
+            at,
+            f"over {limit} km/h" + (f" for {span}" if span else "") + f" ({_readings(count)})",
+            speed(the_limit),
+            None,
+            None if for_s is None else f"over {limit} km/h for {duration(for_s)} or longer",
+        )
+    if kind == "zone_over":
+        zone = _name(details, "zone")
+        in_zone = f" in zone {zone}" if zone else " in a zone"
+        return _Story(
+            builtin_title or f"Speeding{in_zone}",
+            at,
+            f"{_readings(count)} over {limit} km/h{in_zone}",
+            speed(f"{the_limit}{in_zone}"),
+            f"zone {zone}" if zone else None,
+            f"over {limit} km/h{in_zone}",
+        )
+    if kind == "posted_limit_over":
+        road = _name(details, "road_name") or _name(details, "road")
+        on_road = f" on {road}" if road else ""
+        source = details.get("limit_source")
+        adjective = _LIMIT_SOURCES.get(source, "posted") if isinstance(source, str) else "posted"
+        posted = f"the {limit} km/h {adjective} limit{on_road}"
+        way = details.get("osm_way_id")
+        place = road
+        if isinstance(way, int) and not isinstance(way, bool) and 0 < way < 2**63:
+            place = f"{road or 'road'} (OSM way {way})"
+        return _Story(
+            builtin_title or f"Over the {limit} km/h limit{on_road}",
+            at,
+            f"over {posted}" + (f" for {span}" if span else "") + f" ({_readings(count)})",
+            speed(posted),
+            place,
+            "over the posted limit",
+        )
+    if kind == "deceleration":
+        drop = _number(details, "drop_kmh", 0, MAX_DETAIL_SPEED)
+        if drop is not None:
+            interval_s = _number(details, "interval_s", 0, MAX_DETAIL_SECONDS)
+            interval_s = span_s if interval_s is None else interval_s
+            rate = _number(details, "deceleration_ms2", -1e6, 1e6)
+            if rate is None and interval_s:
+                rate = drop / 3.6 / interval_s  # inf for an interval of 5e-324 s
+                rate = rate if rate <= 1e6 else None
+            after = kmh(max(alert.max_speed_kmh - drop, 0.0))
+            fell = f"from {top} to {after} km/h" + (
+                f" in {duration(interval_s)}" if interval_s is not None else ""
+            )
+            return _Story(
+                builtin_title or "Harsh braking",
+                f"braked {fell}",
+                f"speed fell {fell}"
+                + (f" ({MINUS}{_fixed(abs(rate), 1)} m/s\u00b2)" if rate is not None else ""),
+                None,
+                None,
+                f"a drop of {limit} km/h or more",
+            )
+    return _Story(  # no kind, or one this notifier does not know: generic words
+        builtin_title or one_line(alert.rule),
+        at,
+        f"{_readings(count)}"
+        + (f" within {span}" if span else "")
+        + f"; the rule's threshold: {limit} km/h",
+        f"top {top} km/h; mean {mean} km/h",
+        None,
+        None,
+    )
+
 
 def render(alert: Alert, routes: Routes, zone: tzinfo) -> Email:
-    """The e-mail for an alert, times in the fleet's time zone. Every value is shown through
-    ``one_line``: no value can break a line of the subject or the text, and the HTML is
-    escaped. A time ``zone`` cannot show raises: ``decode_alert`` refuses such alerts."""
+    """The e-mail for an alert, times in the fleet's time zone: what happened, where (with a
+    map link), how far over the limit, for how long, and which rule (id and version) said
+    so, in the words of the rule's kind (``details["kind"]``; generic words for an unknown
+    kind). Every value is shown through ``one_line``: no value can break a line of the
+    subject or the text, and the HTML is escaped. A time ``zone`` cannot show raises:
+    ``decode_alert`` refuses such alerts. No ``details`` makes it raise."""
 
     def local(ts: str) -> str:
         moment = from_epoch_ms(parse_rfc3339_ms(ts)).astimezone(zone)
@@ -102,34 +338,54 @@ def render(alert: Alert, routes: Routes, zone: tzinfo) -> Email:
 
     driver = alert.driver
     if driver is not None:
+        baseline = driver.speed_over_baseline_kmh
         driver_line = (
             f"{one_line(driver.name)} ({one_line(alert.driver_id or 'unknown')}), "
             f"risk {one_line(driver.risk_tier)}, "
-            f"{driver.speed_over_baseline_kmh} km/h over their 90-day average"
-            + (", repeat offender" if driver.repeat_offender else "")
+            f"{kmh(abs(baseline))} km/h {'under' if baseline < 0 else 'over'} "
+            "their 90-day average" + (", repeat offender" if driver.repeat_offender else "")
         )
     elif alert.driver_id:
         driver_line = f"{one_line(alert.driver_id)} (no history)"
     else:
         driver_line = "no driver assigned"
+    start_ms, end_ms = parse_rfc3339_ms(alert.window_start), parse_rfc3339_ms(alert.window_end)
+    span_s = (end_ms - start_ms) / 1000 if end_ms >= start_ms else None
+    story = _story(alert, span_s)
     rule, truck = one_line(alert.rule), one_line(alert.truck_id)
-    builtin = alert.builtin_rule
-    title = rule if builtin is None else RULE_TITLES[builtin]
     subject = one_line(
-        f"[{alert.severity.upper()}] {title}: truck {truck} at {alert.max_speed_kmh} km/h",
+        f"[{alert.severity.upper()}] {story.title}: truck {truck} {story.headline}",
         limit=998,  # RFC 5322's longest line
     )
-    lines = [
-        f"{title} ({rule})",
-        f"Truck: {truck}",
-        f"Driver: {driver_line}",
-        f"From {local(alert.window_start)} to {local(alert.window_end)}",
-        f"Readings over the limit: {alert.count} (limit {alert.threshold_kmh} km/h)",
-        f"Top speed {alert.max_speed_kmh} km/h, mean {alert.mean_speed_kmh} km/h",
-        f"Alert id: {one_line(alert.alert_id)}",
+    if start_ms == end_ms:
+        when = f"at {local(alert.window_start)}"
+    else:
+        when = f"from {local(alert.window_start)} to {local(alert.window_end)}"
+        when += f" ({duration(span_s)})" if span_s is not None else ""
+    version = "built-in" if alert.rule_version == 0 else f"catalogue version {alert.rule_version}"
+    items: list[tuple[str, str | None]] = [  # a line of the text, and its HTML if not escaped
+        (f"Truck: {truck}", None),
+        (f"Driver: {driver_line}", None),
+        (f"What happened: {story.happened}", None),
     ]
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[1:])
-    body_html = f"<h2>{html.escape(lines[0])}</h2><ul>{items}</ul>"
+    if story.speed is not None:
+        items.append((f"Speed: {story.speed}", None))
+    place = f"{story.place}, " if story.place else ""
+    if alert.position is None:
+        items.append((f"Where: {place}no position reported", None))
+    else:
+        lat, lon = alert.position.lat, alert.position.lon
+        point, link = f"{_fixed(lat, 5)}, {_fixed(lon, 5)}", map_link(lat, lon)
+        anchor = f'<a href="{html.escape(link)}">{html.escape(point)}</a>'
+        items.append((f"Where: {place}{point} ({link})", f"Where: {html.escape(place)}{anchor}"))
+    items += [
+        (f"When: {when}", None),
+        (f"Rule: {rule} ({version})" + (f": {story.rule}" if story.rule else ""), None),
+        (f"Alert id: {one_line(alert.alert_id)}", None),
+    ]
+    lines = [story.title, *(line for line, _ in items)]
+    listed = "".join(f"<li>{markup or html.escape(line)}</li>" for line, markup in items)
+    body_html = f"<h2>{html.escape(story.title)}</h2><ul>{listed}</ul>"
     to = [one_line(address) for address in routes.recipients(alert)]
     return Email(to, subject, "\n".join(lines) + "\n", body_html)
 
