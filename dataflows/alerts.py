@@ -6,8 +6,10 @@ Input:  ``FLEET_TOPIC_TELEMETRY`` from the beginning (or the recovered offsets),
 Output: ``FLEET_TOPIC_ALERTS`` (key truck_id, CONTRACT.md section 5), each alert with
         its driver as of its newest reading (FLEET_HISTORY_DIR or FLEET_HISTORY_DSN,
         reloaded in the background); late readings, unchanged, to ``FLEET_TOPIC_LATE``.
-Rules:  CONTRACT.md section 4, per truck, in event-time order (ties by event_id), with
-        duplicates ignored; see domain/rules.py and dataflows/speeding.py.
+Rules:  the catalogue of FLEET_RULES (CONTRACT.md section 9, reloaded while the flow runs)
+        or, unset, section 4's two rules from the knobs below; per truck, in event-time
+        order (ties by event_id), each reading judged by the version in force at its ts,
+        duplicates ignored; see domain/rules.py, domain/catalogue.py, dataflows/speeding.py.
 Guarantee: at least once. Each batch of output is confirmed by Kafka before the flow moves
         on, so a recovery snapshot never covers an unwritten alert; a failed delivery stops
         the flow. Alert ids are deterministic, so consumers can drop repeats.
@@ -45,8 +47,10 @@ from dataflows._canonical import as_dead_letter, decode_telemetry, not_after_all
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_kafka
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
+from dataflows._rules import RuleBooks, live_catalogue
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
+from domain.catalogue import CatalogueError, RuleBook
 from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
 from domain.readings import Reading, encode_canonical
@@ -54,7 +58,7 @@ from domain.rules import RuleConfig
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import ALERTS, LATE_READINGS, READINGS_IN
-from runtime.settings import Settings, Topics
+from runtime.settings import Settings, SettingsError, Topics
 
 TruckArrivals = tuple[str, Arrivals]
 
@@ -157,13 +161,15 @@ def build_flow(
     quiet_clock: Callable[[], datetime] | None = None,
     schedule_clock: Callable[[], datetime] = utc_now,
     dead_letters: Sink[OutboundRecord] | None = None,
+    rule_book: Callable[[], RuleBook] | None = None,
 ) -> Dataflow:
     """The alerts flow. Three clocks, each for what it is good for: ``now``, processing time,
     stamps what the flow emits (detected_at, DLQ received_at); ``quiet_clock`` times quiet
     trucks (default ``now``; live: the input clock of connectors/liveness.py, monotonic and
     paused while the input stalls); ``schedule_clock`` is the one Bytewax compares
     notifications with, its own wall clock, whatever ``now`` is in a test. ``history``
-    returns the driver history in use. ``dead_letters``: the DLQ sink (default ``sink``)."""
+    returns the driver history in use. ``dead_letters``: the DLQ sink (default ``sink``).
+    ``rule_book`` returns the rules in force (default: section 4's rules from ``config``)."""
     decoder = TelemetryDecoder(topics, now, max_future_ms)
     rules = SpeedingRulesStep(
         config,
@@ -171,6 +177,7 @@ def build_flow(
         idle_truck_ttl,
         max_trucks=max_trucks,
         quiet_clock=quiet_clock or now,
+        rule_book=rule_book,
     )
     outcome_records = OutcomeRecords(topics, now, history)
 
@@ -205,6 +212,10 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     sink = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=True)
     dead_letters = ConfirmedKafkaSink(settings.kafka.producer_config(), wait_for_delivery=True)
     history = HistoryStore.from_settings(settings.history).start()
+    try:
+        catalogue = live_catalogue(settings.rules)
+    except CatalogueError as exc:
+        raise SettingsError(f"FLEET_RULES: no valid catalogue version: {exc}") from None
     return build_flow(
         source,
         sink,
@@ -217,6 +228,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         max_trucks=settings.stream.max_trucks,
         quiet_clock=input_clock.now,
         dead_letters=dead_letters,
+        rule_book=RuleBooks(catalogue, history.current),
     )
 
 

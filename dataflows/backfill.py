@@ -5,14 +5,18 @@ Input:  ``FLEET_BACKFILL_INPUT``: a Parquet file, a directory (searched recursiv
 Output: ``FLEET_ALERTS_OUT``: a ``.jsonl`` path (one alert per line), or ``kafka`` for
         ``FLEET_TOPIC_ALERTS``. Bad rows (null required values, values out of range) go to
         the sibling ``<name>.dlq.jsonl``, or to ``FLEET_TOPIC_DLQ`` with ``kafka``.
-Rules:  the very code of dataflows.alerts (``SpeedingRulesStep``, ``build_alert``, the driver
-        history loaded once at start), fed each truck's readings sorted by event time, so the
-        alerts are those the stream gave for the same readings (and the same history).
+Rules:  the very code of dataflows.alerts (``SpeedingRulesStep``, ``build_alert``; the
+        catalogue of FLEET_RULES or the built-in rules, and the driver history, each loaded
+        once at start: a backfill refuses to start on any invalid catalogue file), fed each
+        truck's readings sorted by event time, so the alerts are those the stream gave for
+        the same readings (and the same rules and history).
 Determinism: event time only. No wall clock decides anything (the quiet-truck flush is
         off; the end of input releases what is pending) and ``detected_at`` is the alert's
         ``window_end``: the same input always gives the same alerts, byte for byte.
-Speed:  readings at or below the lowest limit cannot change any rule, so Polars drops them
-        before any per-row Python; duplicates are dropped there too.
+Speed:  readings at or below the lowest limit of every rule cannot change any rule, so
+        Polars drops them before any per-row Python (a catalogue with a rule that needs
+        every reading, duration_over or deceleration, keeps them all); duplicates are
+        dropped there too.
 Scale:  ``-w N`` / ``-i/-a``: the input is split by truck into 16 buckets. Ends by itself
         with exit 0; progress on stderr, then a summary line.
 """
@@ -43,8 +47,10 @@ from connectors.parquet_input import (
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_line
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
+from dataflows._rules import fixed_catalogue
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
+from domain.catalogue import CatalogueError, RuleBook
 from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
 from domain.readings import encode_canonical
@@ -53,7 +59,7 @@ from domain.timestamps import EPOCH, to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import ALERTS, READINGS_IN
 from runtime.progress import Progress
-from runtime.settings import Settings
+from runtime.settings import Settings, SettingsError
 
 KeyedLine = tuple[str, bytes]
 DEAD_LETTER_KEY = ""  # alert lines are keyed by truck id, which is never empty
@@ -139,8 +145,17 @@ def build_flow(
     config: RuleConfig,
     history: HistoryIndex | None,
     progress: Progress,
+    rule_book: RuleBook | None = None,
 ) -> Dataflow:
-    rules = SpeedingRulesStep(config, _no_wall_clock, wall_clock=False, flow="backfill")
+    """``rule_book``: the rules (default: section 4's from ``config``), fixed for the run."""
+    book = rule_book
+    rules = SpeedingRulesStep(
+        config,
+        _no_wall_clock,
+        wall_clock=False,
+        flow="backfill",
+        rule_book=None if book is None else lambda: book,
+    )
     lines = BackfillLines(history, progress)
 
     flow = Dataflow("backfill")
@@ -176,6 +191,12 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     # Loaded once: a history that changed halfway through would make the result depend on timing.
     store = HistoryStore.from_settings(settings.history)
     store.refresh()
+    try:
+        catalogue = fixed_catalogue(settings.rules)
+    except CatalogueError as exc:
+        raise SettingsError(f"FLEET_RULES: {exc}") from None
+    history = store.current()
+    book = RuleBook(catalogue, history.vehicle_classes)
     alerts_out: Sink[KeyedLine]
     dead_out: Sink[KeyedLine]
     if to_kafka:
@@ -184,8 +205,8 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     else:
         path = Path(backfill.alerts_out)
         alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))
-    source = ParquetReadingsSource(files, config.lowest_limit_kmh, progress=progress)
-    return build_flow(source, alerts_out, dead_out, config, store.current(), progress)
+    source = ParquetReadingsSource(files, catalogue.lowest_relevant_kmh, progress=progress)
+    return build_flow(source, alerts_out, dead_out, config, history, progress, book)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -63,7 +63,7 @@ import structlog
 from bytewax.operators import StatefulBatchLogic
 
 from domain.readings import Reading, encode_canonical
-from domain.rules import Detection, RuleConfig, TruckState
+from domain.rules import Detection, RuleBook, RuleConfig, TruckState, builtin_book
 from runtime.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
 
 log = structlog.get_logger("fleetwatch.unprocessable")
@@ -127,6 +127,9 @@ class SpeedingRulesStep:
     # bridge never passes for a quiet truck. Default: ``now``. ``now`` itself stays the
     # clock notifications are scheduled on, as Bytewax compares them with its wall clock.
     quiet_clock: Callable[[], datetime] | None = None
+    # The rules in force (FLEET_RULES with the trucks' classes, swapped when they change);
+    # default: section 4's rules from ``config``. Asked once per call of a truck's logic.
+    rule_book: Callable[[], RuleBook] | None = None
     _workers: dict[int, _Trucks] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -139,6 +142,9 @@ class SpeedingRulesStep:
 
     def quiet_now(self) -> datetime:
         return (self.quiet_clock or self.now)()
+
+    def book(self) -> RuleBook:
+        return self.rule_book() if self.rule_book is not None else builtin_book(self.config)
 
     def build(self, resume_state: TruckState | None) -> _SpeedingLogic:
         trucks = self.trucks()
@@ -273,7 +279,7 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
                     LateReading(readings[i].truck_id, _raw(readings, raws, i)) for i in late
                 )
             if released:
-                outcomes.extend(state.evaluate(released, config))
+                outcomes.extend(state.evaluate(released, config, self._step.book()))
             if overflowed:
                 PENDING_OVERFLOW.labels(self._step.flow).inc(overflowed)
             if not kept:
@@ -350,7 +356,7 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
         try:
             flushed = state.timeline.release(self._config.allowed_lateness_ms, flush=True)
             released.extend(flushed)
-            self.held = state.evaluate(flushed, self._config)
+            self.held = state.evaluate(flushed, self._config, self._step.book())
         except Exception as error:
             self.held = [self._dead_letters(error, state, [], [], released)]
         return "flushed"
@@ -359,7 +365,7 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
         """Evaluate everything pending; ``released`` gets the readings first."""
         flushed = self.state.timeline.release(self._config.allowed_lateness_ms, flush=True)
         released.extend(flushed)
-        return self.state.evaluate(flushed, self._config)
+        return self.state.evaluate(flushed, self._config, self._step.book())
 
     def _leave(self) -> tuple[list[Outcome], bool]:
         """An evicted truck's last call: what it owes, and Bytewax drops it."""
@@ -419,7 +425,8 @@ def _raw(readings: Sequence[Reading], raws: Sequence[bytes], i: int) -> bytes:
 
 
 def _truck_of(readings: Sequence[Reading], released: list[Reading], state: TruckState) -> str:
-    for group in (readings, released, state.held(), state.rules.violations):
+    held = [r for rule_state in state.rules.values() for r in rule_state.held]
+    for group in (readings, released, state.held(), held):
         for reading in group:
             return reading.truck_id
     return ""

@@ -115,10 +115,10 @@ def build_alert(
     context = NO_DRIVER
     if history is not None:
         context = driver_context(history, detection.truck_id, readings[-1].ts_ms, max_speed)
-    critical = detection.rule is Rule.INSTANT or context.high_risk
+    critical = detection.is_critical or context.high_risk
     return Alert(
         alert_id=alert_id(detection.rule, detection.truck_id, readings[0].event_id),
-        rule=detection.rule.value,
+        rule=str(detection.rule),
         truck_id=detection.truck_id,
         driver_id=context.driver_id,
         window_start=format_rfc3339_ms(readings[0].ts_ms),
@@ -131,9 +131,9 @@ def build_alert(
         severity=Severity.CRITICAL if critical else Severity.WARNING,
         driver=None if context.driver is None else AlertDriver(**context.driver),
         detected_at=format_rfc3339_ms(detected_at_ms),
-        rule_version=BUILTIN_RULE_VERSION,  # Detection only comes of section 4's rules
+        rule_version=detection.rule_version,
         position=_position(readings[-1]),
-        details={},
+        details=dict(detection.details),
     )
 
 

@@ -1,11 +1,13 @@
-"""The speeding rules of CONTRACT.md section 4, per truck, in event time. Pure logic.
+"""The rules per truck, in event time (CONTRACT.md sections 4 and 9). Pure logic.
 
 Two parts, both plain data so that together they are the truck's recovery snapshot:
 
 * ``TruckTimeline`` puts one truck's readings in event-time order (ties by event_id):
   it drops duplicates, refuses late readings, and holds the rest as *pending* until the
   watermark has passed them, then releases them in order.
-* ``SpeedingRules`` evaluates released readings, in that order, with the two rules.
+* ``judge`` evaluates released readings, in that order, each under the catalogue version
+  in force at its ts (domain/catalogue.py), keeping each rule's state by rule id. Without
+  a catalogue (FLEET_RULES unset) the book is section 4's two rules (``builtin_book``).
 
 Times are epoch milliseconds. The watermark is a key ``(ts, event_id)``: the larger of
 ``(max_ts - ALLOWED_LATENESS, "")`` and the last released reading's key (the *frontier*).
@@ -30,8 +32,30 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from functools import lru_cache
+from typing import Any
 
+from domain.catalogue import (
+    Detection,
+    Judged,
+    RuleBook,
+    RuleState,
+    builtin_catalogue,
+)
 from domain.readings import Reading
+
+__all__ = [
+    "Admission",
+    "Detection",
+    "Rule",
+    "RuleBook",
+    "RuleConfig",
+    "RuleState",
+    "TruckState",
+    "TruckTimeline",
+    "builtin_book",
+    "judge",
+]
 
 Key = tuple[int, str]
 
@@ -53,23 +77,15 @@ class RuleConfig:
 
     @property
     def lowest_limit_kmh(self) -> float:
-        """At or below this speed a reading can affect neither rule."""
+        """At or below this speed a reading can affect neither built-in rule."""
         return min(self.threshold_kmh, self.critical_kmh)
 
 
 class Rule(StrEnum):
+    """Section 4's rules: the ids of the built-in catalogue's two rules."""
+
     SUSTAINED = "sustained_speeding"
     INSTANT = "instant_overspeed"
-
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """A rule fired: the covered readings in event-time order, and the limit it used."""
-
-    rule: Rule
-    truck_id: str
-    readings: tuple[Reading, ...]
-    threshold_kmh: float
 
 
 class Admission(Enum):
@@ -155,58 +171,76 @@ class TruckTimeline:
 
 @dataclass
 class SpeedingRules:
-    """Both rules' state for one truck; ``evaluate`` must see readings in event-time order."""
+    """The state of section 4's two rules as snapshots before the catalogue held it. Kept
+    only so that such a snapshot still loads: ``TruckState`` turns it into rule states."""
 
-    # Violations within WINDOW of the newest one: never more than VIOLATIONS - 1 between
-    # calls, because reaching VIOLATIONS fires the alert and clears them.
     violations: deque[Reading] = field(default_factory=deque)
     sustained_cooldown_until: int | None = None
     instant_cooldown_until: int | None = None
 
-    def evaluate(self, reading: Reading, config: RuleConfig) -> list[Detection]:
-        detections: list[Detection] = []
-        instant = self._instant(reading, config)
-        if instant is not None:
-            detections.append(instant)
-        sustained = self._sustained(reading, config)
-        if sustained is not None:
-            detections.append(sustained)
-        return detections
+    def rule_states(self) -> dict[str, RuleState]:
+        return {
+            Rule.INSTANT.value: RuleState(LEGACY_LINEAGE, self.instant_cooldown_until),
+            Rule.SUSTAINED.value: RuleState(
+                LEGACY_LINEAGE, self.sustained_cooldown_until, list(self.violations)
+            ),
+        }
 
-    def _instant(self, reading: Reading, config: RuleConfig) -> Detection | None:
-        if reading.speed_kmh <= config.critical_kmh:
-            return None
-        until = self.instant_cooldown_until
-        if until is not None and reading.ts_ms < until:
-            return None
-        self.instant_cooldown_until = reading.ts_ms + config.cooldown_ms
-        return Detection(Rule.INSTANT, reading.truck_id, (reading,), config.critical_kmh)
 
-    def _sustained(self, reading: Reading, config: RuleConfig) -> Detection | None:
-        until = self.sustained_cooldown_until
-        if until is not None:
-            if reading.ts_ms < until:
-                return None  # cooling down: not counted
-            self.sustained_cooldown_until = None  # counting restarts empty
-        if reading.speed_kmh <= config.threshold_kmh:
-            return None
-        violations = self.violations
-        horizon = reading.ts_ms - config.window_ms
-        while violations and violations[0].ts_ms < horizon:
-            violations.popleft()
-        violations.append(reading)
-        if len(violations) < config.violations:
-            return None
-        covered = tuple(violations)
-        # Cleared at the match: the next alert needs VIOLATIONS new readings after cooldown.
-        violations.clear()
-        self.sustained_cooldown_until = reading.ts_ms + config.cooldown_ms
-        return Detection(Rule.SUSTAINED, reading.truck_id, covered, config.threshold_kmh)
+# The lineage of a state converted from a ``SpeedingRules`` snapshot: a built-in rule takes
+# it as its own (the knobs are section 4's as before); any other rule starts empty.
+LEGACY_LINEAGE = "legacy"
 
-    def copy(self) -> SpeedingRules:
-        return SpeedingRules(
-            deque(self.violations), self.sustained_cooldown_until, self.instant_cooldown_until
-        )
+
+@lru_cache(maxsize=64)
+def builtin_book(config: RuleConfig) -> RuleBook:
+    """The built-in catalogue for these knobs (section 9: when FLEET_RULES is unset)."""
+    catalogue = builtin_catalogue(
+        config.threshold_kmh,
+        config.violations,
+        config.window_ms,
+        config.critical_kmh,
+        config.cooldown_ms,
+    )
+    return RuleBook(catalogue)
+
+
+def judge(
+    states: dict[str, RuleState], released: Sequence[Reading], book: RuleBook
+) -> list[Detection]:
+    """Judge released readings, in the order released, each under the catalogue version in
+    force at its ts; ``states``: the truck's rule states by rule id, updated."""
+    detections: list[Detection] = []
+    at = book.catalogue.at
+    classes = book.vehicle_classes
+    for reading in released:
+        version = at(reading.ts_ms)
+        # At or below the version's floor no rule can change: such readings are skipped.
+        if version is None or reading.speed_kmh <= version.floor:
+            continue
+        judged = version.rules_for(reading.truck_id, classes.get(reading.truck_id))
+        number = version.version.version
+        if len(states) > len(version.judged):
+            _forget_removed(states, version.judged)
+        for rule, lineage in judged:
+            state = states.get(rule.id)
+            if state is None or state.lineage != lineage:
+                if state is not None and state.lineage == LEGACY_LINEAGE and rule.builtin:
+                    state.lineage = lineage
+                else:
+                    state = states[rule.id] = RuleState(lineage)
+            detection = rule.judge(state, reading, number)
+            if detection is not None:
+                detections.append(detection)
+    return detections
+
+
+def _forget_removed(states: dict[str, RuleState], judged: Judged) -> None:
+    """A rule missing from the version in force starts empty if it comes back (a later
+    version gives it a new lineage): its state can go."""
+    present = {rule.id for rule, _ in judged}
+    for rule_id in [r for r in states if r not in present]:
+        del states[rule_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,26 +256,31 @@ class Ingested:
 
 @dataclass
 class TruckState:
-    """Everything one truck needs to resume: the recovery snapshot."""
+    """Everything one truck needs to resume: the recovery snapshot. ``rules``: each rule's
+    state by rule id (section 9: a snapshot holds each rule's state by its id)."""
 
     timeline: TruckTimeline = field(default_factory=TruckTimeline)
-    rules: SpeedingRules = field(default_factory=SpeedingRules)
+    rules: dict[str, RuleState] = field(default_factory=dict)
 
-    def evaluate(self, released: list[Reading], config: RuleConfig) -> list[Detection]:
-        """Evaluate released readings, in the order released."""
-        detections: list[Detection] = []
-        evaluate = self.rules.evaluate
-        # A reading at or below both limits changes no rule state (the sustained cooldown
-        # ends lazily at the next violation), so it need not be evaluated at all.
-        lowest = config.lowest_limit_kmh
-        for reading in released:
-            if reading.speed_kmh > lowest:
-                detections.extend(evaluate(reading, config))
-        return detections
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rules = state.get("rules")
+        if isinstance(rules, SpeedingRules):  # a snapshot from before the catalogue
+            state = {**state, "rules": rules.rule_states()}
+        self.__dict__.update(state)
 
-    def evaluate_released(self, config: RuleConfig, *, flush: bool = False) -> list[Detection]:
+    def evaluate(
+        self, released: list[Reading], config: RuleConfig, book: RuleBook | None = None
+    ) -> list[Detection]:
+        """Judge released readings, in the order released, with ``book`` (default: the
+        built-in catalogue of ``config``)."""
+        return judge(self.rules, released, book or builtin_book(config))
+
+    def evaluate_released(
+        self, config: RuleConfig, *, flush: bool = False, book: RuleBook | None = None
+    ) -> list[Detection]:
         """Release what the watermark allows (everything with ``flush``) and evaluate it."""
-        return self.evaluate(self.timeline.release(config.allowed_lateness_ms, flush=flush), config)
+        released = self.timeline.release(config.allowed_lateness_ms, flush=flush)
+        return self.evaluate(released, config, book)
 
     def admit(
         self, readings: Sequence[Reading], config: RuleConfig, released: list[Reading]
@@ -276,11 +315,13 @@ class TruckState:
         released.extend(timeline.release(lateness_ms))
         return late, duplicates, overflowed
 
-    def ingest(self, readings: list[Reading], config: RuleConfig) -> Ingested:
+    def ingest(
+        self, readings: list[Reading], config: RuleConfig, book: RuleBook | None = None
+    ) -> Ingested:
         """Take a batch of arrivals (in arrival order), then evaluate what it releases."""
         released: list[Reading] = []
         late, duplicates, overflowed = self.admit(readings, config, released)
-        return Ingested(late, duplicates, self.evaluate(released, config), overflowed)
+        return Ingested(late, duplicates, self.evaluate(released, config, book), overflowed)
 
     def held(self) -> list[Reading]:
         """The readings the state holds that were not evaluated yet, in event-time order."""
@@ -289,7 +330,8 @@ class TruckState:
     def entries(self) -> int:
         """State size: readings and ids held (for the bounded-state test and metrics)."""
         timeline = self.timeline
-        return len(timeline.pending) + len(timeline.seen) + len(self.rules.violations)
+        held = sum(len(state.held) for state in self.rules.values())
+        return len(timeline.pending) + len(timeline.seen) + held
 
     def copy(self) -> TruckState:
-        return TruckState(self.timeline.copy(), self.rules.copy())
+        return TruckState(self.timeline.copy(), {k: v.copy() for k, v in self.rules.items()})

@@ -45,6 +45,21 @@ HISTORY_LOADED_AT = Gauge(
     "When the driver history in use was loaded (Unix time).",
     ["source"],
 )
+RULE_RELOADS = Counter(
+    "fleetwatch_rule_reloads",
+    "Reads of the rule catalogue (FLEET_RULES) after a change, by outcome: ok (the catalogue "
+    "in force changed), unchanged, refused (a file or the zones were refused: the versions "
+    "in force stay in force; the log names the file, the rule and the field).",
+    ["outcome"],
+)
+RULE_FILES_REFUSED = Counter(
+    "fleetwatch_rule_files_refused",
+    "Catalogue files (or the zones file) refused since start, once per change of the file.",
+)
+RULE_VERSION_IN_FORCE = Gauge(
+    "fleetwatch_rule_catalogue_latest_version",
+    "The highest catalogue version in force (0: the built-in rules).",
+)
 NOTIFICATIONS = Counter(
     "fleetwatch_notifications",
     "Alerts handled by the notifier, by outcome: sent, rejected, undeliverable or "

@@ -176,6 +176,18 @@ class RuleSettings:
     cooldown_s: float
     allowed_lateness_s: float
     max_pending_per_truck: int
+    # The rule catalogue (CONTRACT.md section 9): a directory of YAML versions replacing the
+    # knobs above (all but the lateness and the bound); the zones its zone_over rules name;
+    # how often the directory is looked at for changes (the contract: within 60 s).
+    catalogue_dir: Path | None = None
+    zones: Path | None = None
+    refresh_s: float = 10.0
+
+    def validate(self) -> None:
+        if self.catalogue_dir is not None and not self.catalogue_dir.is_dir():
+            raise SettingsError(f"FLEET_RULES: {self.catalogue_dir} is not a directory")
+        if self.zones is not None and not self.zones.is_file():
+            raise SettingsError(f"FLEET_ZONES: {self.zones} is not a file")
 
     def config(self) -> RuleConfig:
         return RuleConfig(
@@ -345,6 +357,9 @@ class Settings:
                 max_pending_per_truck=env.get(
                     "FLEET_MAX_PENDING_PER_TRUCK", "10000", _int_between(1, 10_000_000)
                 ),
+                catalogue_dir=env.get_optional("FLEET_RULES", Path),
+                zones=env.get_optional("FLEET_ZONES", Path),
+                refresh_s=env.get("FLEET_RULES_REFRESH_S", "10", _finite_between(0.1, 60)),
             ),
             stream=StreamSettings(
                 max_future_s=env.get("FLEET_MAX_FUTURE_S", "300", _finite_between(0, 86_400 * 365)),

@@ -12,9 +12,11 @@ from domain.rules import (
     Detection,
     Rule,
     RuleConfig,
-    SpeedingRules,
+    RuleState,
     TruckState,
     TruckTimeline,
+    builtin_book,
+    judge,
 )
 from tests.builders import BEGINNING, minutes, reading, seconds
 
@@ -23,8 +25,10 @@ FAST, CRUISE, CRITICAL = 95.0, 80.0, 140.0
 
 
 def evaluate_sorted(readings: list[Reading], config: RuleConfig = CONFIG) -> list[Detection]:
-    rules = SpeedingRules()
-    return [d for r in readings for d in rules.evaluate(r, config)]
+    """One reading at a time, as released: the same as all at once (``judge`` keeps state)."""
+    states: dict[str, RuleState] = {}
+    book = builtin_book(config)
+    return [d for r in readings for d in judge(states, [r], book)]
 
 
 def fast_at(*offsets_s: float, speed: float = FAST) -> list[Reading]:
@@ -101,18 +105,18 @@ def test_instant_reports_the_critical_limit() -> None:
 
 
 def test_state_is_cleared_at_a_match() -> None:
-    rules = SpeedingRules()
-    for r in fast_at(0, 1, 2, 3, 4):
-        rules.evaluate(r, CONFIG)
-    assert len(rules.violations) == 0
-    assert rules.sustained_cooldown_until is not None
+    states: dict[str, RuleState] = {}
+    judge(states, fast_at(0, 1, 2, 3, 4), builtin_book(CONFIG))
+    sustained = states[Rule.SUSTAINED]
+    assert len(sustained.held) == 0
+    assert sustained.cooldown_until is not None
 
 
 def test_violations_never_exceed_the_count_needed() -> None:
-    rules = SpeedingRules()
+    states: dict[str, RuleState] = {}
     for r in fast_at(*range(0, 36_000, 7)):
-        rules.evaluate(r, CONFIG)
-        assert len(rules.violations) < CONFIG.violations
+        judge(states, [r], builtin_book(CONFIG))
+        assert len(states[Rule.SUSTAINED].held) < CONFIG.violations
 
 
 LATENESS = CONFIG.allowed_lateness_ms
@@ -225,7 +229,8 @@ def test_snapshot_copy_is_independent() -> None:
     state.timeline.accept(fast_at(0)[0], LATENESS)
     copy = state.copy()
     state.timeline.accept(fast_at(1)[0], LATENESS)
-    state.rules.violations.append(fast_at(2)[0])
+    state.evaluate(fast_at(2), CONFIG)
+    assert len(state.rules[Rule.SUSTAINED].held) == 1
     assert len(copy.timeline.pending) == 1
     assert len(copy.timeline.seen) == 1
-    assert len(copy.rules.violations) == 0
+    assert copy.rules == {}

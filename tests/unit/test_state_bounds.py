@@ -36,7 +36,7 @@ from dataflows.speeding import (
     _Trucks,
 )
 from domain.readings import Reading, encode_canonical
-from domain.rules import Admission, Detection, Rule, RuleConfig, SpeedingRules, TruckState
+from domain.rules import Admission, Detection, Rule, RuleBook, RuleConfig, TruckState
 from runtime.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
 from tests.builders import BEGINNING, BEGINNING_MS, reading, seconds
 
@@ -150,10 +150,12 @@ def test_a_constant_ts_flood_stays_at_the_pending_cap(
     lates = 0
     real_evaluate = logic.state.evaluate
 
-    def counting(readings: list[Reading], config: RuleConfig) -> list[Detection]:
+    def counting(
+        readings: list[Reading], config: RuleConfig, book: RuleBook | None = None
+    ) -> list[Detection]:
         nonlocal released
         released += len(readings)
-        return real_evaluate(readings, config)
+        return real_evaluate(readings, config, book)
 
     logic.state.evaluate = counting  # type: ignore[method-assign]
     raws = [b"{}"] * 1_000
@@ -435,14 +437,16 @@ POISON = "poison"
 @pytest.fixture
 def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
     """Evaluating a reading whose event id starts with ``poison`` raises."""
-    evaluate = SpeedingRules.evaluate
+    evaluate = TruckState.evaluate
 
-    def failing(self: SpeedingRules, r: Reading, config: RuleConfig) -> list[Detection]:
-        if r.event_id.startswith(POISON):
+    def failing(
+        self: TruckState, released: list[Reading], config: RuleConfig, book: RuleBook | None = None
+    ) -> list[Detection]:
+        if any(r.event_id.startswith(POISON) for r in released):
             raise ZeroDivisionError("injected")
-        return evaluate(self, r, config)
+        return evaluate(self, released, config, book)
 
-    monkeypatch.setattr(SpeedingRules, "evaluate", failing)
+    monkeypatch.setattr(TruckState, "evaluate", failing)
 
 
 def poison(offset_s: float, truck: str = "T1") -> Reading:
