@@ -1,22 +1,25 @@
 """Driver history from Parquet files or PostgreSQL, through Polars, kept fresh in the background.
 
-``load_history_dir`` and ``load_history_postgres`` read the two tables of CONTRACT.md
-section 6 (only the contract's columns: others are ignored) and ``build_index`` checks every
-value it hands on before building the ``HistoryIndex``, so that nothing it accepts can make
-building or encoding an alert raise. The rules (``domain.history.DRIVER_COLUMNS`` and
-``ASSIGNMENT_COLUMNS``):
+``load_history_dir`` and ``load_history_postgres`` read the tables of CONTRACT.md section 6
+(only the contract's columns: others are ignored): drivers, assignments and, when it exists,
+trucks (``trucks.parquet`` or a ``trucks`` table; absent, no truck has a vehicle class).
+``build_index`` checks every value it hands on before building the ``HistoryIndex``, so that
+nothing it accepts can make building or encoding an alert raise. The rules
+(``domain.history.DRIVER_COLUMNS``, ``ASSIGNMENT_COLUMNS`` and ``TRUCK_COLUMNS``):
 
 - types: strings, a date, an integer count, numbers (integers, floats or decimals), and
   timestamps that carry a time zone (any zone and unit; a naive one would be a guess);
-- no nulls, except in ``valid_to`` (open-ended);
+- no nulls, except in ``valid_to`` (open-ended) and ``depot``;
 - strings hold no control characters (line breaks, tabs, NUL); ids are not empty;
-  ``risk_tier`` is ``low``, ``medium`` or ``high``; ``driver_id`` is unique in drivers;
+  ``risk_tier`` is ``low``, ``medium`` or ``high``; ``vehicle_class`` is ``heavy``,
+  ``medium`` or ``light``; ``driver_id`` is unique in drivers, ``truck_id`` in trucks;
 - dates and timestamps lie in 0001-01-01..9999-12-31 (what Python represents);
 - ``overspeed_events_90d`` is 0..2**63-1; ``avg_speed_kmh_90d`` a finite 0..400 (readings
   are 0..400 km/h); ``km_driven_90d`` finite and ≥ 0; ``valid_to`` not before ``valid_from``.
 
-A table that breaks a rule is refused whole, never in part: half a file would silently
-change who drove and how alerts are graded, while a refusal keeps the last good data and
+A table that breaks a rule is refused whole, never in part (and with it the whole history,
+whichever of the three it is): half a file would silently change who drove and how alerts
+are graded, or which rules apply to a truck, while a refusal keeps the last good data and
 says what to fix. The ``HistoryError`` names the file or table, the column, the rule, the
 first offending row (rows counted from 0; PostgreSQL rows in key order) with its key, and
 how many rows break it, e.g. ``…/drivers.parquet: column 'avg_speed_kmh_90d' must be a
@@ -55,6 +58,7 @@ from domain.history import (
     LAST_DAY,
     LATEST_MS,
     MAX_COUNT,
+    TRUCK_COLUMNS,
     Column,
     Driver,
     HistoryIndex,
@@ -75,12 +79,19 @@ log = structlog.get_logger(__name__)
 
 DRIVERS_FILE = "drivers.parquet"
 ASSIGNMENTS_FILE = "assignments.parquet"
+TRUCKS_FILE = "trucks.parquet"  # optional
 
 # Polars reports some broken input (a date out of its range, a decimal NaN) by panicking,
 # and its PanicException is a BaseException: caught with the rest, it is one more error.
 _READ_ERRORS = (Exception, PanicException)
-# The key that names a row in an error, for each table.
-_KEYS = {"drivers": "driver_id", "assignments": "truck_id"}
+# Each table's columns, and the key that names a row in an error.
+_COLUMNS: dict[str, Sequence[Column]] = {
+    "drivers": DRIVER_COLUMNS,
+    "assignments": ASSIGNMENT_COLUMNS,
+    "trucks": TRUCK_COLUMNS,
+}
+_KEYS = {"drivers": "driver_id", "assignments": "truck_id", "trucks": "truck_id"}
+_UNIQUE = ("drivers", "trucks")  # the tables whose key is unique
 _FIRST_DAY = (FIRST_DAY - EPOCH.date()).days
 _LAST_DAY = (LAST_DAY - EPOCH.date()).days
 # What a column of each kind becomes when it holds nothing but nulls (Polars type Null).
@@ -230,22 +241,22 @@ def _check_values(frame: pl.DataFrame, table: str, source: str) -> None:
     """Raise a ``HistoryError`` at the first rule of the contract a value of ``frame`` breaks:
     column by column in the contract's order, then the rules across rows and columns."""
     key = _KEYS[table]
-    columns = DRIVER_COLUMNS if table == "drivers" else ASSIGNMENT_COLUMNS
+    columns = _COLUMNS[table]
     for column in columns:
         for rule, broken in _rules(column):
             _refuse_broken(frame, source, key, column, rule, broken)
-    if table == "drivers":
-        repeated = frame.with_row_index("row").filter(pl.col("driver_id").is_duplicated())
+    if table in _UNIQUE:
+        repeated = frame.with_row_index("row").filter(pl.col(key).is_duplicated())
         if repeated.height:
-            first = repeated.get_column("driver_id")[0]
-            rows = repeated.filter(pl.col("driver_id") == first).get_column("row")
-            others = repeated.get_column("driver_id").n_unique() - 1
+            first = repeated.get_column(key)[0]
+            rows = repeated.filter(pl.col(key) == first).get_column("row")
+            others = repeated.get_column(key).n_unique() - 1
             raise HistoryError(
-                f"{source}: column 'driver_id' must be unique; {_short(first)} is at rows "
+                f"{source}: column {key!r} must be unique; {_short(first)} is at rows "
                 f"{rows[0]} and {rows[1]}"
                 + (f" ({others} more ids are repeated)" if others else "")
             )
-    else:
+    elif table == "assignments":
         valid_to = next(c for c in columns if c.name == "valid_to")
         # Compared as the index will: in epoch ms (an open valid_to is null: never broken).
         earlier = pl.col("valid_to").dt.epoch("ms") < pl.col("valid_from").dt.epoch("ms")
@@ -256,19 +267,20 @@ def build_index(
     drivers: pl.DataFrame,
     assignments: pl.DataFrame,
     where: Mapping[str, str] | None = None,
+    trucks: pl.DataFrame | None = None,
 ) -> HistoryIndex:
-    """Check the two tables against every rule of the contract and build the index.
+    """Check the tables against every rule of the contract and build the index.
 
-    The first broken rule refuses the whole history with a ``HistoryError``; ``where`` names
-    each table's source in it (default: the table's name). Columns beyond the contract's
-    are ignored."""
-    where = where or {"drivers": "drivers", "assignments": "assignments"}
+    ``trucks`` None (no trucks table) gives no truck a vehicle class. The first broken rule
+    refuses the whole history with a ``HistoryError``; ``where`` names each table's source
+    in it (default: the table's name). Columns beyond the contract's are ignored."""
+    where = {table: table for table in _COLUMNS} | dict(where or {})
+    tables = {"drivers": drivers, "assignments": assignments}
+    if trucks is not None:
+        tables["trucks"] = trucks
     checked: dict[str, pl.DataFrame] = {}
-    for table, frame, columns in (
-        ("drivers", drivers, DRIVER_COLUMNS),
-        ("assignments", assignments, ASSIGNMENT_COLUMNS),
-    ):
-        source = where[table]
+    for table, frame in tables.items():
+        source, columns = where[table], _COLUMNS[table]
         checked[table] = _collect(_checked(frame.lazy(), columns, source), source)
         try:
             _check_values(checked[table], table, source)
@@ -295,20 +307,39 @@ def build_index(
             rows["valid_from"].to_list(),
             rows["valid_to"].to_list(),
         )
+    if "trucks" in checked:
+        listed = checked["trucks"]
+        builder.add_trucks(
+            listed["truck_id"].to_list(),
+            listed["vehicle_class"].to_list(),
+            listed["depot"].to_list(),
+        )
     return builder.build()
 
 
 def load_history_dir(directory: Path) -> HistoryIndex:
-    """Read drivers.parquet and assignments.parquet from ``directory``."""
+    """Read drivers.parquet, assignments.parquet and, if present, trucks.parquet from
+    ``directory``."""
     drivers_path, assignments_path = directory / DRIVERS_FILE, directory / ASSIGNMENTS_FILE
+    trucks_path = directory / TRUCKS_FILE
     for path in (drivers_path, assignments_path):
         if not path.is_file():
             raise HistoryError(f"{path}: no such file")
     drivers = _read_parquet(drivers_path, DRIVER_COLUMNS)
     assignments = _read_parquet(assignments_path, ASSIGNMENT_COLUMNS)
-    return build_index(
-        drivers, assignments, {"drivers": str(drivers_path), "assignments": str(assignments_path)}
-    )
+    # Absent: no truck has a class. Present but not a file (Polars would read a directory
+    # as a dataset) or gone in between: refused like any broken file, not taken for absent.
+    trucks = None
+    if trucks_path.exists() or trucks_path.is_symlink():
+        if not trucks_path.is_file():
+            raise HistoryError(f"{trucks_path}: not a file")
+        trucks = _read_parquet(trucks_path, TRUCK_COLUMNS)
+    where = {
+        "drivers": str(drivers_path),
+        "assignments": str(assignments_path),
+        "trucks": str(trucks_path),
+    }
+    return build_index(drivers, assignments, where, trucks)
 
 
 def _read_parquet(path: Path, columns: Sequence[Column]) -> pl.DataFrame:
@@ -328,11 +359,16 @@ _PG_TYPES = {
     Kind.TIMESTAMP: {"timestamptz"},
 }
 # Rows in key order, so that "row N" in an error names the same row every time.
-_PG_ORDER = {"drivers": "driver_id", "assignments": "truck_id, valid_from, driver_id"}
+_PG_ORDER = {
+    "drivers": "driver_id",
+    "assignments": "truck_id, valid_from, driver_id",
+    "trucks": "truck_id, vehicle_class, depot",
+}
 
 
 def load_history_postgres(dsn: str) -> HistoryIndex:
-    """Read the ``drivers`` and ``assignments`` tables (same columns and rules as the files)."""
+    """Read the ``drivers`` and ``assignments`` tables, and ``trucks`` if it exists (same
+    columns and rules as the files). Tables are found through the connection's search_path."""
     import psycopg
 
     frames: dict[str, pl.DataFrame] = {}
@@ -345,14 +381,18 @@ def load_history_postgres(dsn: str) -> HistoryIndex:
                 ("assignments", ASSIGNMENT_COLUMNS),
             ):
                 frames[table] = _read_table(connection, table, columns)
+            # Optional: found as the query would find it (search_path), or not at all.
+            found = connection.execute("SELECT to_regclass('trucks') IS NOT NULL").fetchone()
+            if found is not None and found[0]:
+                frames["trucks"] = _read_table(connection, "trucks", TRUCK_COLUMNS)
     except psycopg.Error as exc:
         # Neither message nor cause may carry the DSN's secrets. libpq's complaint about a
         # malformed DSN (a client-side error: no SQLSTATE) quotes pieces of it: not shown.
         if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:
             raise HistoryError("PostgreSQL: libpq cannot read FLEET_HISTORY_DSN") from None
         raise HistoryError(redact_text(f"PostgreSQL: {exc}", dsns=[dsn]).strip()) from None
-    where = {"drivers": "PostgreSQL table drivers", "assignments": "PostgreSQL table assignments"}
-    return build_index(frames["drivers"], frames["assignments"], where)
+    where = {table: f"PostgreSQL table {table}" for table in _COLUMNS}
+    return build_index(frames["drivers"], frames["assignments"], where, frames.get("trucks"))
 
 
 def _numeric_loader() -> type[Loader]:
@@ -439,9 +479,10 @@ def _refuse_out_of_range(
 
 
 def files_signature(directory: Path) -> Hashable:
-    """Changes whenever either file is replaced (rename) or rewritten in place."""
+    """Changes whenever a file is replaced (rename), rewritten in place, added or removed
+    (trucks.parquet included)."""
     signature: list[tuple[int, int, int] | None] = []
-    for name in (DRIVERS_FILE, ASSIGNMENTS_FILE):
+    for name in (DRIVERS_FILE, ASSIGNMENTS_FILE, TRUCKS_FILE):
         try:
             stat = (directory / name).stat()
         except OSError:
@@ -526,6 +567,7 @@ class HistoryStore:
             source=self._source,
             drivers=len(index.drivers),
             assignments=index.assignments,
+            trucks=len(index.vehicle_classes),
             seconds=round(self.last_load_s, 3),
         )
         return True

@@ -5,7 +5,9 @@
 Three 8-hour shifts a day (06:00, 14:00, 22:00 UTC), each a new assignment, so drivers
 change at shift boundaries. Some trucks keep one driver open-ended; every 10th truck has
 no assignment at all; some handovers overlap by 15 minutes (the later driver wins); one
-truck in 50 names a driver who is not in drivers.parquet. The shipped sample
+truck in 50 names a driver who is not in drivers.parquet. trucks.parquet gives most trucks
+a vehicle class (a mix of heavy, medium and light) and most a depot; every 10th truck
+(T00008, T00018, ...) is not listed, so it has no class. The shipped sample
 (``runtime/sample_history``) is this script's output with its defaults.
 """
 
@@ -20,6 +22,9 @@ from pathlib import Path
 import polars as pl
 
 SHIFT_STARTS_H = (6, 14, 22)
+# Classes in the proportions of a mixed fleet: half heavy, the rest medium and light.
+CLASS_CYCLE = ("heavy", "medium", "heavy", "light", "heavy", "medium")
+DEPOTS = ("Hamburg", "Leipzig", "Munich")
 FIRST_NAMES = (
     "Ana",
     "Ben",
@@ -93,6 +98,22 @@ def generate(shape: HistoryShape) -> tuple[pl.DataFrame, pl.DataFrame]:
     return drivers, assignments
 
 
+def generate_trucks(shape: HistoryShape) -> pl.DataFrame:
+    """trucks.parquet in the contract's schema: T00008, T00018, ... are not listed; every 4th
+    truck from T00002 on has no depot."""
+    rows: list[tuple[str, str, str | None]] = []
+    for n in range(shape.trucks):
+        if n % 10 == 8:
+            continue  # not listed: no vehicle class
+        depot = None if n % 4 == 2 else DEPOTS[n % len(DEPOTS)]
+        rows.append((f"{shape.truck_prefix}{n:05d}", CLASS_CYCLE[n % len(CLASS_CYCLE)], depot))
+    return pl.DataFrame(
+        rows,
+        schema={"truck_id": pl.String, "vehicle_class": pl.String, "depot": pl.String},
+        orient="row",
+    )
+
+
 def _drivers(rng: random.Random, count: int) -> pl.DataFrame:
     rows = []
     for n in range(count):
@@ -132,6 +153,7 @@ def write(shape: HistoryShape, out: Path) -> None:
     drivers, assignments = generate(shape)
     write_atomically(drivers, out / "drivers.parquet")
     write_atomically(assignments, out / "assignments.parquet")
+    write_atomically(generate_trucks(shape), out / "trucks.parquet")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=HistoryShape.seed)
     args = parser.parse_args(argv)
     write(HistoryShape(args.trucks, args.start, args.days, args.seed), args.out)
-    print(f"wrote {args.out}/drivers.parquet and assignments.parquet")
+    print(f"wrote {args.out}/drivers.parquet, assignments.parquet and trucks.parquet")
     return 0
 
 

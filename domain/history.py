@@ -6,9 +6,14 @@ rows become disjoint time segments, each naming the driver whose assignment has 
 forever). Overlaps are resolved there, so a lookup is one ``bisect``: O(log n) per alert,
 never a scan. Times are epoch milliseconds (UTC).
 
-``DRIVER_COLUMNS`` and ``ASSIGNMENT_COLUMNS`` say, as data, what a loader must check before it
-hands rows to the index: each column's kind, whether it may be null, and its limits. A row
-that passes them cannot make ``driver_context`` (and so building or encoding an alert) raise.
+``DRIVER_COLUMNS``, ``ASSIGNMENT_COLUMNS`` and ``TRUCK_COLUMNS`` say, as data, what a loader
+must check before it hands rows to the index: each column's kind, whether it may be null, and
+its limits. A row that passes them cannot make ``driver_context`` (and so building or encoding
+an alert) raise.
+
+The optional trucks table gives each listed truck its vehicle class (what a rule's
+``scope.vehicle_classes`` matches, CONTRACT.md section 9) and, when known, its depot: the
+index's ``vehicle_classes`` and ``depots``. A truck that is not listed has no class.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from domain.readings import MAX_SPEED_KMH
 
 RISK_TIERS = ("low", "medium", "high")
+VEHICLE_CLASSES = ("heavy", "medium", "light")
 REPEAT_OFFENDER_EVENTS = 3
 
 # What Python's ``date`` and ``datetime`` represent. A value outside cannot become an
@@ -66,7 +72,8 @@ class Column:
     maximum: float | None = None
 
 
-# The contract lists no nullable column but valid_to (an open-ended assignment).
+# The contract lists no nullable column but valid_to (an open-ended assignment) and a
+# truck's depot.
 DRIVER_COLUMNS = (
     Column("driver_id", Kind.STRING, non_empty=True),  # unique, too
     Column("name", Kind.STRING),
@@ -82,6 +89,11 @@ ASSIGNMENT_COLUMNS = (
     Column("driver_id", Kind.STRING, non_empty=True),
     Column("valid_from", Kind.TIMESTAMP),
     Column("valid_to", Kind.TIMESTAMP, nullable=True),  # not before valid_from, too
+)
+TRUCK_COLUMNS = (
+    Column("truck_id", Kind.STRING, non_empty=True),  # unique, too
+    Column("vehicle_class", Kind.STRING, choices=VEHICLE_CLASSES),
+    Column("depot", Kind.STRING, nullable=True),
 )
 
 
@@ -109,6 +121,15 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class Truck:
+    """A row of trucks.parquet; ``depot`` None when it is not known."""
+
+    truck_id: str
+    vehicle_class: str
+    depot: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Segments:
     """One truck's timeline: from ``starts[i]`` until ``starts[i + 1]`` it is ``drivers[i]``.
 
@@ -126,14 +147,22 @@ class _Segments:
 
 @dataclass(frozen=True)
 class HistoryIndex:
-    """Drivers by id and each truck's assignment timeline, ready for lookups."""
+    """Drivers by id, each truck's assignment timeline, and the trucks' vehicle classes
+    (truck_id -> ``heavy``/``medium``/``light``) and depots (only those that are known)."""
 
     drivers: Mapping[str, Driver] = field(default_factory=dict)
     timelines: Mapping[str, _Segments] = field(default_factory=dict)
     assignments: int = 0
+    vehicle_classes: Mapping[str, str] = field(default_factory=dict)
+    depots: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, drivers: Iterable[Driver], assignments: Iterable[Assignment]) -> HistoryIndex:
+    def build(
+        cls,
+        drivers: Iterable[Driver],
+        assignments: Iterable[Assignment],
+        trucks: Iterable[Truck] = (),
+    ) -> HistoryIndex:
         by_truck: dict[str, list[Assignment]] = defaultdict(list)
         for assignment in assignments:
             by_truck[assignment.truck_id].append(assignment)
@@ -145,6 +174,12 @@ class HistoryIndex:
                 [r.valid_from_ms for r in rows],
                 [r.valid_to_ms for r in rows],
             )
+        listed = list(trucks)
+        builder.add_trucks(
+            [t.truck_id for t in listed],
+            [t.vehicle_class for t in listed],
+            [t.depot for t in listed],
+        )
         return builder.build()
 
     def driver_id_at(self, truck_id: str, ts_ms: int) -> str | None:
@@ -161,6 +196,8 @@ class IndexBuilder:
         self._ids: dict[str, str] = {d: d for d in self._drivers}  # one shared str per id
         self._timelines: dict[str, _Segments] = {}
         self._assignments = 0
+        self._classes: dict[str, str] = {}
+        self._depots: dict[str, str] = {}
 
     def add_truck(
         self,
@@ -174,8 +211,22 @@ class IndexBuilder:
         self._timelines[truck_id] = _timeline(shared, valid_from, valid_to)
         self._assignments += len(shared)
 
+    def add_trucks(
+        self, truck_ids: list[str], vehicle_classes: list[str], depots: list[str | None]
+    ) -> None:
+        """Rows of the trucks table, as columns (a truck listed again: its last row)."""
+        shared = {c: c for c in VEHICLE_CLASSES}  # one str per class, not one per truck
+        for truck_id, vehicle_class, depot in zip(truck_ids, vehicle_classes, depots, strict=True):
+            self._classes[truck_id] = shared.get(vehicle_class, vehicle_class)
+            if depot is None:
+                self._depots.pop(truck_id, None)
+            else:
+                self._depots[truck_id] = depot
+
     def build(self) -> HistoryIndex:
-        return HistoryIndex(self._drivers, self._timelines, self._assignments)
+        return HistoryIndex(
+            self._drivers, self._timelines, self._assignments, self._classes, self._depots
+        )
 
 
 def _timeline(

@@ -1,5 +1,6 @@
 """Driver history from a real PostgreSQL server (FLEET_TEST_POSTGRES_DSN, default the local
-one on 127.0.0.1:5432, database test). Each test gets a schema of its own."""
+one on 127.0.0.1:5432, database test). Each test gets a schema of its own. The trucks table
+is optional: without it no truck has a class."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import structlog
 from connectors.history import (
     ASSIGNMENTS_FILE,
     DRIVERS_FILE,
+    TRUCKS_FILE,
     HistoryError,
     HistoryStore,
     load_history_dir,
@@ -45,8 +47,8 @@ class PgSchema:
     name: str
     dsn: str
 
-    def load_sample(self) -> None:
-        load_sample_into(self.connection, self.name)
+    def load_sample(self, trucks: bool = True) -> None:
+        load_sample_into(self.connection, self.name, trucks)
 
 
 @pytest.fixture
@@ -70,7 +72,9 @@ def pg() -> Iterator[PgSchema]:
         connection.close()
 
 
-def load_sample_into(connection: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+def load_sample_into(
+    connection: psycopg.Connection[tuple[object, ...]], schema: str, trucks: bool = True
+) -> None:
     connection.execute(
         f"""CREATE TABLE {schema}.drivers (driver_id text PRIMARY KEY, name text, hired_on date,
             overspeed_events_90d integer, avg_speed_kmh_90d double precision,
@@ -89,6 +93,21 @@ def load_sample_into(connection: psycopg.Connection[tuple[object, ...]], schema:
         with cursor.copy(f"COPY {schema}.assignments FROM STDIN") as copy:
             for row in assignments.iter_rows():
                 copy.write_row(row)
+    if trucks:
+        load_sample_trucks(connection, schema)
+
+
+def load_sample_trucks(connection: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    connection.execute(
+        f"""CREATE TABLE {schema}.trucks (truck_id text PRIMARY KEY, vehicle_class text,
+            depot text)"""
+    )
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY {schema}.trucks FROM STDIN") as copy,
+    ):
+        for row in pl.read_parquet(SAMPLE_HISTORY_DIR / TRUCKS_FILE).iter_rows():
+            copy.write_row(row)
 
 
 def test_postgres_history_equals_the_parquet_history(pg: PgSchema) -> None:
@@ -97,6 +116,9 @@ def test_postgres_history_equals_the_parquet_history(pg: PgSchema) -> None:
     from_files = load_history_dir(SAMPLE_HISTORY_DIR)
     assert dict(from_postgres.drivers) == dict(from_files.drivers)
     assert from_postgres.assignments == from_files.assignments
+    assert dict(from_postgres.vehicle_classes) == dict(from_files.vehicle_classes)
+    assert dict(from_postgres.depots) == dict(from_files.depots)
+    assert len(from_postgres.vehicle_classes) > len(from_postgres.depots) > 0
     for truck in ("T00000", "T00001", "T00003", "T00007", "T00009"):
         for hour in range(0, 48, 1):
             ts = NOON + hour * 3_600_000 - 60_000
@@ -119,6 +141,46 @@ def test_postgres_changes_are_picked_up_on_refresh(pg: PgSchema) -> None:
     assert store.current() is good
 
 
+def test_without_a_trucks_table_no_truck_has_a_class(pg: PgSchema) -> None:
+    pg.load_sample(trucks=False)
+    index = load_history_postgres(pg.dsn)
+    assert (index.vehicle_classes, index.depots) == ({}, {})
+    assert index.assignments == load_history_dir(SAMPLE_HISTORY_DIR).assignments
+
+
+def test_a_trucks_table_created_dropped_or_changed_is_picked_up_on_refresh(pg: PgSchema) -> None:
+    pg.load_sample(trucks=False)
+    store = HistoryStore.for_postgres(pg.dsn, refresh_s=60)
+    assert store.refresh()
+    assert store.current().vehicle_classes == {}
+    load_sample_trucks(pg.connection, pg.name)
+    assert store.refresh()
+    assert store.current().vehicle_classes["T00003"] == "light"
+    assert store.current().depots["T00003"] == "Hamburg"
+    pg.connection.execute(
+        f"UPDATE {pg.name}.trucks SET vehicle_class = 'heavy', depot = NULL "
+        "WHERE truck_id = 'T00003'"
+    )
+    assert store.refresh()
+    assert store.current().vehicle_classes["T00003"] == "heavy"
+    assert "T00003" not in store.current().depots
+    pg.connection.execute(f"DROP TABLE {pg.name}.trucks")
+    assert store.refresh()
+    assert store.current().vehicle_classes == {}
+
+
+def test_a_trucks_table_outside_the_search_path_is_not_used(pg: PgSchema) -> None:
+    """Found as the drivers and assignments tables are: through the connection's search_path."""
+    pg.load_sample(trucks=False)
+    other = f"{pg.name}_other"
+    pg.connection.execute(f"CREATE SCHEMA {other}")
+    try:
+        load_sample_trucks(pg.connection, other)
+        assert load_history_postgres(pg.dsn).vehicle_classes == {}
+    finally:
+        pg.connection.execute(f"DROP SCHEMA {other} CASCADE")
+
+
 def test_schema_mismatch_names_the_table_and_column(pg: PgSchema) -> None:
     connection, schema, dsn = pg.connection, pg.name, pg.dsn
     pg.load_sample()
@@ -136,8 +198,9 @@ def failures() -> float:
     return HISTORY_RELOADS.labels("postgresql", "failed")._value.get()  # type: ignore[no-any-return]
 
 
-# The sample's drivers in key order: D00003 is row 3.
+# The sample's drivers in key order: D00003 is row 3; so is T00003 in trucks.
 ROW_3 = "row 3 (driver_id 'D00003')"
+TRUCK_ROW_3 = "row 3 (truck_id 'T00003')"
 
 
 @pytest.mark.parametrize(
@@ -226,6 +289,47 @@ ROW_3 = "row 3 (driver_id 'D00003')"
             ["ALTER TABLE drivers ALTER COLUMN overspeed_events_90d TYPE real"],
             "drivers: column 'overspeed_events_90d' is float4, expected integer",
             id="count of a float type",
+        ),
+        pytest.param(
+            ["UPDATE trucks SET vehicle_class = 'huge' WHERE truck_id = 'T00003'"],
+            "trucks: column 'vehicle_class' must be one of heavy, medium, light; "
+            f"{TRUCK_ROW_3} has 'huge'",
+            id="unknown vehicle class",
+        ),
+        pytest.param(
+            ["UPDATE trucks SET vehicle_class = NULL WHERE truck_id = 'T00003'"],
+            f"trucks: column 'vehicle_class' must not be null; {TRUCK_ROW_3} has null",
+            id="null vehicle class",
+        ),
+        pytest.param(
+            ["UPDATE trucks SET depot = E'Ham\\nburg' WHERE truck_id = 'T00003'"],
+            f"trucks: column 'depot' must hold no control characters (line breaks, tabs, NUL); "
+            f"{TRUCK_ROW_3}",
+            id="line break in a depot",
+        ),
+        pytest.param(
+            ["UPDATE trucks SET truck_id = '' WHERE truck_id = 'T00003'"],
+            "trucks: column 'truck_id' must not be empty; row 0",
+            id="empty truck id",
+        ),
+        pytest.param(
+            [
+                "ALTER TABLE trucks DROP CONSTRAINT trucks_pkey",
+                "INSERT INTO trucks SELECT truck_id, 'light', depot FROM trucks "
+                "WHERE truck_id = 'T00003'",
+            ],
+            "trucks: column 'truck_id' must be unique; 'T00003' is at rows 3 and 4",
+            id="duplicate truck id",
+        ),
+        pytest.param(
+            ["ALTER TABLE trucks DROP COLUMN depot"],
+            'trucks: column "depot" does not exist',
+            id="missing depot column",
+        ),
+        pytest.param(
+            ["ALTER TABLE trucks ALTER COLUMN depot TYPE integer USING 0"],
+            "trucks: column 'depot' is int4, expected string",
+            id="depot of an integer type",
         ),
     ],
 )

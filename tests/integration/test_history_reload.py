@@ -1,6 +1,7 @@
 """A running alerts flow uses replaced driver-history files, and keeps going on the last
 good data when a file is broken or breaks a rule of the contract (issue 14: a null the
-loader did not check used to pass the load and crash the flow at the first alert)."""
+loader did not check used to pass the load and crash the flow at the first alert). The
+optional trucks.parquet (vehicle classes) is reloaded with them, and refused like them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.history import ASSIGNMENTS_FILE, DRIVERS_FILE
+from connectors.history import ASSIGNMENTS_FILE, DRIVERS_FILE, TRUCKS_FILE
 from connectors.parquet import write_atomically
 from domain.readings import Reading, encode_canonical
 from domain.timestamps import to_epoch_ms
@@ -107,6 +108,32 @@ def test_replaced_and_broken_history_files_while_running(
         assert isinstance(fourth["driver"]["speed_over_baseline_kmh"], float)
         refused = [e for e in flow.log_events() if e.get("event") == "history_reload_failed"]
         assert "column 'avg_speed_kmh_90d' must not be null" in str(refused[-1]["error"])
+        assert flow.process.poll() is None, "the flow is still running"
+
+        # Good drivers again, and trucks.parquet replaced: reloaded with the new classes.
+        [first_load] = [e for e in flow.log_events() if e.get("event") == "history_loaded"][:1]
+        assert first_load["trucks"] == pl.read_parquet(SAMPLE_HISTORY_DIR / TRUCKS_FILE).height
+        write_atomically(pl.read_parquet(SAMPLE_HISTORY_DIR / DRIVERS_FILE), history / DRIVERS_FILE)
+        classes = pl.DataFrame(
+            {
+                "truck_id": [TRUCK, "T00000"],
+                "vehicle_class": ["light", "heavy"],
+                "depot": [None, "Kiel"],
+            }
+        )
+        write_atomically(classes, history / TRUCKS_FILE)
+        wait_for_events(flow, "history_loaded", 3)
+        loaded = [e for e in flow.log_events() if e.get("event") == "history_loaded"]
+        assert loaded[-1]["trucks"] == 2
+
+        # A trucks.parquet that breaks a rule refuses the whole history: the last good stays.
+        write_atomically(classes.with_columns(vehicle_class=pl.lit("huge")), history / TRUCKS_FILE)
+        wait_for_events(flow, "history_reload_failed", 3)
+        refused = [e for e in flow.log_events() if e.get("event") == "history_reload_failed"]
+        error = str(refused[-1]["error"])
+        assert error.startswith(f"{history / TRUCKS_FILE}: column 'vehicle_class' must be one of")
+        spike_then_cruise(namespace, T0 + 2_800_000, "fifth")
+        assert alerts_so_far(namespace, 5)[-1].json()["driver_id"] == "D00001"
         assert flow.process.poll() is None, "the flow is still running"
     finally:
         flow.stop()

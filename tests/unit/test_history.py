@@ -13,9 +13,12 @@ from domain.alerts import build_alert, encode_alert
 from domain.history import (
     ASSIGNMENT_COLUMNS,
     DRIVER_COLUMNS,
+    TRUCK_COLUMNS,
+    VEHICLE_CLASSES,
     Assignment,
     Driver,
     HistoryIndex,
+    Truck,
     driver_context,
 )
 from domain.readings import Reading
@@ -166,7 +169,7 @@ def test_index_agrees_with_the_definition(
         assert index.driver_id_at("T1", t) == expected
 
 
-def test_the_column_rules_cover_every_field_and_only_valid_to_is_nullable() -> None:
+def test_the_column_rules_cover_every_field_and_only_valid_to_and_depot_are_nullable() -> None:
     """The loaders check DRIVER_COLUMNS and build ``Driver(*row)`` from them, in order."""
     assert [c.name for c in DRIVER_COLUMNS] == [f.name for f in fields(Driver)]
     assert [c.name for c in ASSIGNMENT_COLUMNS] == [
@@ -175,5 +178,31 @@ def test_the_column_rules_cover_every_field_and_only_valid_to_is_nullable() -> N
         "valid_from",
         "valid_to",
     ]
-    every = (*DRIVER_COLUMNS, *ASSIGNMENT_COLUMNS)
-    assert [c.name for c in every if c.nullable] == ["valid_to"], "CONTRACT.md section 6"
+    assert [c.name for c in TRUCK_COLUMNS] == [f.name for f in fields(Truck)]
+    every = (*DRIVER_COLUMNS, *ASSIGNMENT_COLUMNS, *TRUCK_COLUMNS)
+    assert [c.name for c in every if c.nullable] == ["valid_to", "depot"], "CONTRACT.md section 6"
+    [vehicle_class] = [c for c in TRUCK_COLUMNS if c.name == "vehicle_class"]
+    assert vehicle_class.choices == VEHICLE_CLASSES == ("heavy", "medium", "light")
+    assert TRUCK_COLUMNS[0].non_empty, "truck_id"
+
+
+# --- Vehicle classes and depots (trucks.parquet) ---------------------------------------
+
+
+def test_an_index_without_trucks_gives_no_truck_a_class() -> None:
+    assert (INDEX.vehicle_classes, INDEX.depots) == ({}, {})
+    assert (HistoryIndex().vehicle_classes, HistoryIndex().depots) == ({}, {})
+    assert HistoryIndex({}, {}, 0).vehicle_classes == {}, "the old positional call still works"
+
+
+def test_trucks_give_classes_and_only_known_depots() -> None:
+    trucks = [
+        Truck("T1", "heavy", "Hamburg"),
+        Truck("T2", "light", None),
+        Truck("T4", "medium", "Leipzig"),
+    ]
+    index = HistoryIndex.build([ALICE], [at("T1", "D-alice", BEGINNING_MS, None)], trucks)
+    assert index.vehicle_classes == {"T1": "heavy", "T2": "light", "T4": "medium"}
+    assert index.depots == {"T1": "Hamburg", "T4": "Leipzig"}, "a null depot is left out"
+    assert "T3" not in index.vehicle_classes, "a truck not listed has no class"
+    assert index.driver_id_at("T1", BEGINNING_MS) == "D-alice", "the drivers are as before"

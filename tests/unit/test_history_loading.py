@@ -2,7 +2,9 @@
 
 Hostile files (one case per kind of value at the edge of what the types hold) are refused
 whole, naming the file, the column and the first offending row, and the last good data
-stays; what the loader accepts can always become an alert (a hypothesis property)."""
+stays; what the loader accepts can always become an alert (a hypothesis property). The
+optional trucks.parquet (vehicle classes and depots) is held to the same rules: absent, no
+truck has a class; broken, the whole history is refused."""
 
 from __future__ import annotations
 
@@ -26,13 +28,15 @@ from polars.exceptions import PanicException
 from connectors.history import (
     ASSIGNMENTS_FILE,
     DRIVERS_FILE,
+    TRUCKS_FILE,
     HistoryError,
     HistoryStore,
     build_index,
+    files_signature,
     load_history_dir,
 )
 from connectors.parquet import write_atomically
-from devtools.history_generator import HistoryShape, generate
+from devtools.history_generator import HistoryShape, generate, generate_trucks
 from domain.alerts import build_alert, encode_alert
 from domain.history import (
     EARLIEST_MS,
@@ -41,6 +45,7 @@ from domain.history import (
     LATEST_MS,
     MAX_COUNT,
     RISK_TIERS,
+    VEHICLE_CLASSES,
     HistoryIndex,
 )
 from domain.readings import MAX_SPEED_KMH, Reading
@@ -91,6 +96,21 @@ def test_shipped_sample_is_what_the_generator_makes() -> None:
     drivers, assignments = generate(HistoryShape())
     assert pl.read_parquet(SAMPLE_HISTORY_DIR / DRIVERS_FILE).equals(drivers)
     assert pl.read_parquet(SAMPLE_HISTORY_DIR / ASSIGNMENTS_FILE).equals(assignments)
+    assert pl.read_parquet(SAMPLE_HISTORY_DIR / TRUCKS_FILE).equals(generate_trucks(HistoryShape()))
+
+
+def test_sample_classifies_most_trucks_and_leaves_a_few_unlisted() -> None:
+    index = load_history_dir(SAMPLE_HISTORY_DIR)
+    classes = index.vehicle_classes
+    assert set(classes.values()) == set(VEHICLE_CLASSES), "a mix of heavy, medium and light"
+    assert (classes["T00000"], classes["T00001"], classes["T00003"]) == ("heavy", "medium", "light")
+    assert "T00008" not in classes, "unlisted: no class"
+    assert "T00018" not in classes
+    assert 400 <= len(classes) < 500
+    assert index.depots["T00000"] == "Hamburg"
+    assert "T00002" in classes
+    assert "T00002" not in index.depots, "listed, with no depot"
+    assert set(index.depots) < set(classes)
 
 
 def test_sample_covers_the_simulated_fleet() -> None:
@@ -175,8 +195,18 @@ def assignments(change: Change, message: str | tuple[str, ...]) -> Hostile:
     return Hostile(ASSIGNMENTS_FILE, rewritten(change), message)
 
 
+def trucks(change: Change, message: str | tuple[str, ...]) -> Hostile:
+    return Hostile(TRUCKS_FILE, rewritten(change), message)
+
+
 def null_at_row(column: str) -> Change:
     return at_row(column, None)
+
+
+def a_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+    shutil.copy(SAMPLE_HISTORY_DIR / TRUCKS_FILE, path / "part-0.parquet")
 
 
 A_ROW = f"row {ROW} (driver_id '{SAMPLE_DRIVER}')"
@@ -186,6 +216,9 @@ BAD_SPEED = "'avg_speed_kmh_90d' must be a finite number ≥ 0 and ≤ 400; " + 
 BAD_KM = "'km_driven_90d' must be a finite number ≥ 0; " + A_ROW
 BAD_COUNT = "'overspeed_events_90d' must be an integer from 0 to 2**63-1; " + A_ROW
 CONTROL = "must hold no control characters (line breaks, tabs, NUL)"
+A_TRUCK = f"row {ROW} (truck_id 'T00003')"  # the sample trucks' row 3
+BAD_CLASS = "'vehicle_class' must be one of heavy, medium, light; " + A_TRUCK
+SAMPLE_TRUCKS = 450  # rows of the sample's trucks.parquet
 LAST_DAY_N = (LAST_DAY - EPOCH_DAY).days
 FIRST_DAY_N = (FIRST_DAY - EPOCH_DAY).days
 
@@ -325,6 +358,61 @@ HOSTILE = {
         lambda p: p.write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1"),
         "cannot be read",
     ),
+    # trucks.parquet (optional, but when present held to the same rules).
+    **{
+        f"null {c} (trucks)": trucks(null_at_row(c), f"column '{c}' must not be null; row {ROW}")
+        for c in ("truck_id", "vehicle_class")
+    },
+    "vehicle classes nulls only (type Null)": trucks(
+        lambda f: f.with_columns(pl.lit(None).alias("vehicle_class")),
+        "column 'vehicle_class' must not be null; row 0 (truck_id 'T00000') has null "
+        f"({SAMPLE_TRUCKS} rows in all)",
+    ),
+    "vehicle class unknown": trucks(at_row("vehicle_class", "huge"), BAD_CLASS + " has 'huge'"),
+    "vehicle class in capitals": trucks(at_row("vehicle_class", "Heavy"), BAD_CLASS),
+    "vehicle class padded": trucks(at_row("vehicle_class", " light"), BAD_CLASS),
+    "vehicle class empty": trucks(at_row("vehicle_class", ""), BAD_CLASS + " has ''"),
+    "empty truck_id (trucks)": trucks(
+        at_row("truck_id", ""), "'truck_id' must not be empty; row 3"
+    ),
+    "line break in a truck_id (trucks)": trucks(
+        at_row("truck_id", "T00003\n"), f"'truck_id' {CONTROL}; row 3"
+    ),
+    "line break in a depot": trucks(
+        at_row("depot", "Ham\nburg"), f"'depot' {CONTROL}; {A_TRUCK} has 'Ham\\nburg'"
+    ),
+    "NUL in a depot": trucks(at_row("depot", "Hamburg\x00"), f"'depot' {CONTROL}; {A_TRUCK}"),
+    "duplicate truck_id": trucks(
+        lambda f: pl.concat([f, f[ROW].with_columns(vehicle_class=pl.lit("heavy"))]),
+        f"column 'truck_id' must be unique; 'T00003' is at rows {ROW} and {SAMPLE_TRUCKS}",
+    ),
+    "several duplicate truck_ids": trucks(
+        lambda f: pl.concat([f, f[:3]]),
+        "column 'truck_id' must be unique; 'T00000' is at rows 0 and 450 (2 more ids are repeated)",
+    ),
+    "vehicle class categorical": trucks(
+        lambda f: f.with_columns(pl.col("vehicle_class").cast(pl.Categorical)),
+        "column 'vehicle_class' is Categorical, expected string",
+    ),
+    "truck_id an integer": trucks(
+        lambda f: f.with_columns(pl.int_range(pl.len()).alias("truck_id")),
+        "column 'truck_id' is Int64, expected string",
+    ),
+    "depot an integer": trucks(
+        lambda f: f.with_columns(pl.int_range(pl.len()).alias("depot")),
+        "column 'depot' is Int64, expected string",
+    ),
+    "missing vehicle_class": trucks(
+        lambda f: f.drop("vehicle_class"), "missing column 'vehicle_class'"
+    ),
+    "missing depot": trucks(lambda f: f.drop("depot"), "missing column 'depot'"),
+    "empty trucks file (0 bytes)": Hostile(
+        TRUCKS_FILE, lambda p: p.write_bytes(b""), "cannot be read"
+    ),
+    "corrupt trucks file": Hostile(
+        TRUCKS_FILE, lambda p: p.write_bytes(b"this is not parquet" * 10), "cannot be read"
+    ),
+    "trucks.parquet a directory": Hostile(TRUCKS_FILE, a_directory, "not a file"),
 }
 
 
@@ -363,6 +451,36 @@ def test_duplicate_driver_ids_refuse_the_file_instead_of_the_last_row_winning(
     write_atomically(twice.with_columns(risk_tier=pl.lit("high")), history_dir / DRIVERS_FILE)
     assert not store.refresh()
     assert store.current().drivers[SAMPLE_DRIVER].risk_tier == "medium", "the last good data"
+
+
+def test_a_broken_trucks_file_refuses_the_whole_history(history_dir: Path) -> None:
+    """Good new drivers and assignments beside a broken trucks.parquet are not used either:
+    the history is refused whole, and used whole once the trucks file is fixed."""
+    store = HistoryStore.for_directory(history_dir, refresh_s=60)
+    assert store.refresh()
+    good = store.current()
+    drivers = pl.read_parquet(history_dir / DRIVERS_FILE)
+    write_history(history_dir, drivers, one_assignment("T00009", "D00001"))
+    listed = pl.read_parquet(history_dir / TRUCKS_FILE)
+    write_atomically(at_row("vehicle_class", "huge")(listed), history_dir / TRUCKS_FILE)
+    assert not store.refresh()
+    assert store.current() is good
+    assert store.current().driver_id_at("T00009", NOON) is None, "the new assignment is not used"
+
+    write_atomically(at_row("vehicle_class", "light")(listed), history_dir / TRUCKS_FILE)
+    assert store.refresh()
+    assert store.current().driver_id_at("T00009", NOON) == "D00001"
+    assert store.current().vehicle_classes["T00003"] == "light"
+
+
+def test_without_a_trucks_file_no_truck_has_a_class(history_dir: Path) -> None:
+    (history_dir / TRUCKS_FILE).unlink()
+    index = load_history_dir(history_dir)
+    assert (index.vehicle_classes, index.depots) == ({}, {})
+    reference = load_history_dir(SAMPLE_HISTORY_DIR)
+    assert dict(index.drivers) == dict(reference.drivers)
+    assert index.assignments == reference.assignments
+    assert index.driver_id_at("T00000", NOON) == reference.driver_id_at("T00000", NOON)
 
 
 def test_a_good_file_after_a_refused_one_is_used(history_dir: Path) -> None:
@@ -454,6 +572,66 @@ ACCEPTED: dict[str, tuple[Change, Change]] = {
     "names beyond ASCII": (at_row("name", "Zoë 李 🚚 \u2028 \u202e"), lambda f: f),
     "no rows at all": (lambda f: f.clear(), lambda f: f.clear()),
 }
+
+
+def sample_trucks() -> pl.DataFrame:
+    return pl.read_parquet(SAMPLE_HISTORY_DIR / TRUCKS_FILE)
+
+
+ACCEPTED_TRUCKS: dict[str, tuple[Change, dict[str, str], dict[str, str]]] = {
+    # (the change, some trucks' expected classes, some trucks' expected depots)
+    "the sample": (lambda f: f, {"T00003": "light"}, {"T00003": "Hamburg"}),
+    "every depot null (type Null)": (lambda f: f.with_columns(depot=None), {"T00000": "heavy"}, {}),
+    "no rows at all": (lambda f: f.clear(), {}, {}),
+    "extra columns are ignored": (
+        lambda f: f.with_columns(notes=pl.lit("a\nb"), axles=pl.lit(math.nan)),
+        {"T00001": "medium"},
+        {"T00001": "Leipzig"},
+    ),
+    "depots beyond ASCII, and empty": (
+        lambda f: at_row("depot", "Zürich 🚚")(f).with_columns(
+            pl.when(pl.col("truck_id") == "T00000")
+            .then(pl.lit(""))
+            .otherwise(pl.col("depot"))
+            .alias("depot")
+        ),
+        {"T00003": "light"},
+        {"T00003": "Zürich 🚚", "T00000": ""},
+    ),
+    "columns in another order": (
+        lambda f: f.select("depot", "vehicle_class", "truck_id"),
+        {"T00005": "medium"},
+        {"T00005": "Munich"},
+    ),
+    "a truck that never had an assignment": (
+        lambda f: pl.concat(
+            [
+                f,
+                pl.DataFrame(
+                    {"truck_id": ["T99999"], "vehicle_class": ["light"], "depot": ["Kiel"]}
+                ),
+            ]
+        ),
+        {"T99999": "light"},
+        {"T99999": "Kiel"},
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "classes", "depots"), ACCEPTED_TRUCKS.values(), ids=ACCEPTED_TRUCKS.keys()
+)
+def test_trucks_files_that_fit_are_accepted(
+    history_dir: Path, change: Change, classes: dict[str, str], depots: dict[str, str]
+) -> None:
+    frame = change(sample_trucks())
+    write_atomically(frame, history_dir / TRUCKS_FILE)
+    index = load_history_dir(history_dir)
+    assert len(index.vehicle_classes) == frame.height
+    assert index.vehicle_classes.items() >= classes.items()
+    assert index.depots.items() >= depots.items()
+    assert len(index.depots) == frame.height - frame["depot"].null_count(), "only known depots"
+    assert set(index.vehicle_classes.values()) <= set(VEHICLE_CLASSES)
 
 
 @pytest.mark.parametrize(("drivers", "assignments"), ACCEPTED.values(), ids=ACCEPTED.keys())
@@ -664,6 +842,56 @@ def test_whatever_the_loader_accepts_makes_an_alert(data: st.DataObject) -> None
         assert_alert_is_sound(Detection(rule, truck, readings, 90.0), index)
 
 
+@st.composite
+def truck_frames(draw: st.DrawFn) -> pl.DataFrame:
+    """Trucks with any class and depot, sometimes with one hostile value (or a repeated id)."""
+    rows = draw(st.integers(0, 5))
+    columns: dict[str, list[Any]] = {
+        "truck_id": draw(st.lists(TEXT.filter(bool), min_size=rows, max_size=rows, unique=True)),
+        "vehicle_class": draw(
+            st.lists(st.sampled_from(VEHICLE_CLASSES), min_size=rows, max_size=rows)
+        ),
+        "depot": draw(st.lists(st.one_of(st.none(), TEXT), min_size=rows, max_size=rows)),
+    }
+    _with_hostile(
+        draw,
+        columns,
+        {
+            "truck_id": st.one_of(
+                st.none(), HOSTILE_TEXT, st.sampled_from(columns["truck_id"] or ["x"])
+            ),
+            "vehicle_class": st.one_of(st.none(), HOSTILE_TEXT),
+            "depot": st.sampled_from(["\n", "a\r\nb", "\x00", "\x85"]),
+        },
+    )
+    return pl.DataFrame(
+        {name: pl.Series(values, dtype=pl.String) for name, values in columns.items()}
+    )
+
+
+@given(truck_frames())
+def test_whatever_the_loader_accepts_of_trucks_is_a_class_and_a_clean_depot(
+    frame: pl.DataFrame,
+) -> None:
+    drivers, assignments = sample_drivers().clear(), sample_assignments().clear()
+    try:
+        index = build_index(drivers, assignments, trucks=frame)
+    except HistoryError as exc:
+        event("refused")
+        refusal = str(exc)
+    else:
+        refusal = None
+    if refusal is not None:
+        assert refusal.startswith("trucks: column "), refusal
+        return
+    event("accepted")
+    assert frame["truck_id"].n_unique() == frame.height == len(index.vehicle_classes)
+    assert set(index.vehicle_classes.values()) <= set(VEHICLE_CLASSES)
+    assert set(index.depots) <= set(index.vehicle_classes)
+    for text in (*index.vehicle_classes, *index.depots.values()):
+        assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text), repr(text)
+
+
 # --- Reloading --------------------------------------------------------------------------
 
 
@@ -676,6 +904,45 @@ def test_store_reloads_replaced_files(history_dir: Path) -> None:
     assert store.refresh()
     assert store.current().driver_id_at("T00009", NOON) == "D00001"
     assert not store.refresh(), "unchanged files are not reloaded"
+
+
+def test_store_reloads_a_replaced_trucks_file(history_dir: Path) -> None:
+    store = HistoryStore.for_directory(history_dir, refresh_s=60)
+    assert store.refresh()
+    assert store.current().vehicle_classes["T00000"] == "heavy"
+    assert "T00008" not in store.current().vehicle_classes
+    reclassified = pl.DataFrame(
+        {
+            "truck_id": ["T00000", "T00008"],
+            "vehicle_class": ["light", "medium"],
+            "depot": [None, "Kiel"],
+        }
+    )
+    write_atomically(reclassified, history_dir / TRUCKS_FILE)  # atomic rename
+    assert store.refresh()
+    assert store.current().vehicle_classes == {"T00000": "light", "T00008": "medium"}
+    assert store.current().depots == {"T00008": "Kiel"}
+    assert not store.refresh(), "unchanged files are not reloaded"
+
+    reclassified.with_columns(vehicle_class=pl.lit("heavy")).write_parquet(
+        history_dir / TRUCKS_FILE
+    )  # rewritten in place, same inode
+    assert store.refresh()
+    assert store.current().vehicle_classes == {"T00000": "heavy", "T00008": "heavy"}
+
+
+def test_store_reloads_when_the_trucks_file_is_removed_or_added(history_dir: Path) -> None:
+    store = HistoryStore.for_directory(history_dir, refresh_s=60)
+    assert store.refresh()
+    before = files_signature(history_dir)
+    (history_dir / TRUCKS_FILE).unlink()
+    assert files_signature(history_dir) != before
+    assert store.refresh(), "removed: reloaded, no classes"
+    assert (store.current().vehicle_classes, store.current().depots) == ({}, {})
+    assert store.current().driver_id_at("T00000", NOON) is not None, "the drivers stay"
+    shutil.copy(SAMPLE_HISTORY_DIR / TRUCKS_FILE, history_dir / TRUCKS_FILE)
+    assert store.refresh(), "added: reloaded"
+    assert store.current().vehicle_classes == load_history_dir(SAMPLE_HISTORY_DIR).vehicle_classes
 
 
 def test_store_reloads_files_rewritten_in_place(history_dir: Path) -> None:
@@ -730,6 +997,22 @@ def test_background_thread_picks_up_changes(history_dir: Path) -> None:
         ):
             time.sleep(0.02)
         assert store.current().driver_id_at("T00009", NOON) == "D00003"
+    finally:
+        store.stop()
+
+
+def test_background_thread_picks_up_a_replaced_trucks_file(history_dir: Path) -> None:
+    store = HistoryStore.for_directory(history_dir, refresh_s=0.05).start()
+    try:
+        frame = sample_trucks().with_columns(vehicle_class=pl.lit("medium"))
+        write_atomically(frame, history_dir / TRUCKS_FILE)
+        deadline = time.monotonic() + 5
+        while (
+            store.current().vehicle_classes.get("T00000") != "medium"
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        assert set(store.current().vehicle_classes.values()) == {"medium"}
     finally:
         store.stop()
 
