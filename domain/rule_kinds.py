@@ -16,10 +16,12 @@ see every reading.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from domain.readings import Reading
-from domain.zones import Zone
+
+if TYPE_CHECKING:
+    from domain.zones import Zone
 
 Covered = tuple[Reading, ...]
 

@@ -9,13 +9,15 @@ inside), false in a hole. GeoJSON positions are ``[lon, lat]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import shapely
-from shapely.geometry import shape
-from shapely.geometry.base import BaseGeometry
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+# shapely (and numpy under it) is imported when zones are read, not when this module is:
+# most flows have no zones, and the import costs ~0.2 s of every start.
 
 MAX_ZONES = 10_000
 _POLYGONAL = ("Polygon", "MultiPolygon")
@@ -29,10 +31,11 @@ class ZonesError(ValueError):
 class Zone:
     name: str
     geometry: BaseGeometry
+    _intersects_xy: Callable[..., Any]  # shapely.intersects_xy
 
     def contains(self, lat: float, lon: float) -> bool:
         """Inside or on the boundary."""
-        return bool(shapely.intersects_xy(self.geometry, lon, lat))
+        return bool(self._intersects_xy(self.geometry, lon, lat))
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class Zones:
 
 
 def _zone(feature: Any, position: int) -> Zone:
+    import shapely
+    from shapely.geometry import shape
+
     where = f"feature {position}"
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         raise ZonesError(f"{where}: not a GeoJSON Feature")
@@ -93,7 +99,7 @@ def _zone(feature: Any, position: int) -> Zone:
         reason = shapely.is_valid_reason(polygon)
         raise ZonesError(f"{where}: not a valid polygon ({reason})")
     shapely.prepare(polygon)
-    return Zone(name, polygon)
+    return Zone(name, polygon, shapely.intersects_xy)
 
 
 def _finite_positions(coordinates: Any, depth: int = 0) -> bool:

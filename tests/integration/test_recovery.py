@@ -43,6 +43,7 @@ def test_kill_loop_loses_no_alert(
     ).start()
     env = namespace.env()
     flow = FlowProcess("dataflows.alerts", env, logs / "alerts.log", args).start()
+    flow.wait_for_event("history_loaded")  # each start counts one: the loop waits for the next
     rng = random.Random(7)
     kills, recoveries = 0, []
     while load.running or kills < 10:
