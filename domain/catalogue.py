@@ -496,6 +496,9 @@ class _Parser:
             self.fail(f"#{position + 1}", "id", "must be 1-64 chars of [a-z0-9_]")
             return None
         kind_name = entry.get("kind")
+        if not isinstance(kind_name, str):
+            self.fail(rule_id, "kind", f"must be one of {', '.join(KINDS)}")
+            return None
         if kind_name in NOT_YET:
             self.fail(rule_id, "kind", f"{kind_name} {NOT_YET[kind_name]}")
             return None
