@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 
 import structlog
@@ -102,6 +102,21 @@ def load_catalogue(directory: Path, zones_path: Path | None = None) -> Catalogue
     if problems:
         raise CatalogueError(problems)
     return Catalogue(versions)
+
+
+def _clashes(
+    name: str, version: CatalogueVersion, kept: Iterable[CatalogueVersion]
+) -> list[Problem]:
+    """Why ``version`` (file ``name``) cannot join ``kept``, each problem naming ``name``:
+    the file refused. (``Catalogue``'s own check names whichever of two clashing files
+    comes later by effective_from, which can be the file that stays in force.)"""
+    problems: list[Problem] = []
+    for other in kept:
+        if other.version == version.version:
+            problems.append(Problem(name, None, "version", f"also in {other.source}"))
+        if other.effective_from_ms == version.effective_from_ms:
+            problems.append(Problem(name, None, "effective_from", f"the same as {other.source}'s"))
+    return problems
 
 
 class CatalogueStore:
@@ -199,23 +214,32 @@ class CatalogueStore:
         """What was in force first, then newcomers by file name, each only if it clashes
         with nothing kept so far."""
         kept: dict[str, CatalogueVersion] = {}
-        unchanged = [n for n, v in candidates.items() if self._in_force.get(n) is v]
-        newcomers = sorted(n for n in candidates if n not in unchanged)
-        for name in [*sorted(unchanged), *newcomers]:
+        # In force and unchanged: the same content as in force. (Not identity: every file is
+        # read again when any file changes, so an unchanged file is a new, equal object; by
+        # identity it ranked as a newcomer, and a new file earlier by name that clashed with
+        # it replaced the version in force.)
+        unchanged = sorted(
+            n for n, v in candidates.items() if n in self._in_force and self._in_force[n].same_as(v)
+        )
+        # Then the files in force whose content changed (each falls back to its earlier
+        # content on a clash), then the new files, each group by name.
+        changed = sorted(n for n in candidates if n in self._in_force and n not in unchanged)
+        newcomers = sorted(n for n in candidates if n not in self._in_force)
+        for name in [*unchanged, *changed, *newcomers]:
             version = candidates[name]
-            try:
-                Catalogue([*kept.values(), version])
-            except CatalogueError as exc:
-                problems.extend(exc.problems)
-                if name in self._in_force and self._in_force[name] is not version:
-                    # A changed file that now clashes: its earlier content stays if it fits.
-                    try:
-                        Catalogue([*kept.values(), self._in_force[name]])
-                    except CatalogueError:
-                        continue
-                    kept[name] = self._in_force[name]
+            clashes = _clashes(name, version, kept.values())
+            if not clashes:
+                kept[name] = version
                 continue
-            kept[name] = version
+            problems.extend(clashes)
+            # A changed file that now clashes: its earlier content stays if it fits.
+            earlier = self._in_force.get(name)
+            if (
+                earlier is not None
+                and earlier is not version
+                and not _clashes(name, earlier, kept.values())
+            ):
+                kept[name] = earlier
         return kept
 
     def _report(self, problems: list[Problem], *, kept: bool) -> None:
