@@ -136,6 +136,9 @@ class CatalogueStore:
         # The content in force of each file, by name: what a refused change falls back to.
         self._in_force: dict[str, CatalogueVersion] = {}
         self._seen: Hashable = object()
+        # The problems of the last read: one still there at the next read (a file that stays
+        # broken while another changes) is not logged or counted again.
+        self._reported: frozenset[Problem] = frozenset()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -203,10 +206,15 @@ class CatalogueStore:
 
     def _reload_zones(self, problems: list[Problem]) -> Zones:
         try:
-            return load_zones(self._zones_path)
+            zones = load_zones(self._zones_path)
         except ZonesError as exc:
             problems.append(Problem(str(self._zones_path), None, None, str(exc)))
             return self._zones  # the zones in use stay
+        if not zones.same_shapes(self._zones):
+            # A moved polygon changes no rule's definition (rules name their zone), so the
+            # catalogue reads as unchanged: this line says the new shapes are in use.
+            log.info("zones_loaded", file=str(self._zones_path), zones=zones.names())
+        return zones
 
     def _without_clashes(
         self, candidates: Mapping[str, CatalogueVersion], problems: list[Problem]
@@ -243,12 +251,15 @@ class CatalogueStore:
         return kept
 
     def _report(self, problems: list[Problem], *, kept: bool) -> None:
-        if not problems:
+        """Log and count the problems not reported at the last read."""
+        fresh = [p for p in problems if p not in self._reported]
+        self._reported = frozenset(problems)
+        if not fresh:
             return
         RULE_RELOADS.labels("refused").inc()
-        files = {p.file for p in problems}
+        files = {p.file for p in fresh}
         RULE_FILES_REFUSED.inc(len(files))
-        for problem in problems:
+        for problem in fresh:
             log.error(
                 "rule_file_refused",
                 file=problem.file,

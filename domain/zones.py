@@ -73,6 +73,13 @@ class Zones:
     def names(self) -> list[str]:
         return sorted(self.by_name)
 
+    def same_shapes(self, other: Zones) -> bool:
+        """The same names with the same geometries (exactly: same coordinates)."""
+        return self.by_name.keys() == other.by_name.keys() and all(
+            zone.geometry.equals_exact(other.by_name[name].geometry, 0.0)
+            for name, zone in self.by_name.items()
+        )
+
 
 def _zone(feature: Any, position: int) -> Zone:
     import shapely
