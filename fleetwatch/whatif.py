@@ -63,13 +63,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import polars as pl
 from bytewax.run import cli_main
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from polars.exceptions import PanicException
 
-from connectors.history import HistoryError, load_history_dir, load_history_postgres
+from connectors.history import load_history_dir, load_history_postgres
 from connectors.jsonl_sink import JsonlSink
 from connectors.parquet_input import BackfillInputError, ParquetReadingsSource, resolve_inputs
 from dataflows.backfill import build_flow, dead_letter_path
@@ -278,7 +280,7 @@ def load_history(directory: Path | None, settings: Settings) -> HistoryIndex:
         if settings.history.dsn:
             return load_history_postgres(settings.history.dsn)
         return load_history_dir(settings.history.dir)
-    except (HistoryError, OSError) as error:
+    except (Exception, PanicException) as error:  # HistoryError, OSError, the database's
         raise UsageError(f"whatif: the driver history cannot be loaded: {error}") from None
 
 
@@ -340,7 +342,8 @@ def _root_cause(error: BaseException) -> str:
 def read_jsonl(path: Path) -> list[Alert]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    decode = msgspec.json.Decoder(dict[str, Any]).decode
+    return [decode(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def _lines(path: Path) -> int:
