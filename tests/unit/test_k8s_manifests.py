@@ -13,11 +13,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from connectors.catalogue import catalogue_files, load_catalogue
 from runtime.settings import Settings
 from tests.kube import K8S, ROOT, Manifest, build, find, image_entrypoint
 
 KUBERNETES = "1.34"  # a current release; kubernetes-validate ships its schemas
 BUILDS = {"base": K8S / "base", "example overlay": K8S / "overlays" / "example"}
+CATALOGUE = ROOT / "catalogue"
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDS))
@@ -173,8 +175,82 @@ def test_the_image_runs_bytewax_as_a_non_root_user() -> None:
 def test_every_yaml_file_in_k8s_is_used_or_is_an_ops_job() -> None:
     used = {p.name for p in (K8S / "base").iterdir()}
     listed = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"]
-    assert set(listed) <= used
+    # The one resource outside the base: the catalogue's own kustomization.
+    assert set(listed) - used == {"../../catalogue"}
+    assert (CATALOGUE / "kustomization.yaml").is_file()
     for path in (K8S / "base").glob("*.yaml"):
         assert path.name in (*listed, "kustomization.yaml"), f"{path} is not in the base"
     assert all(d["kind"] == "Job" for d in ops_manifests())
     assert Path(K8S / "ops").is_dir()
+
+
+def mounts_of(statefulset: Manifest) -> dict[str, Manifest]:
+    """The main container's volume mounts by volume name."""
+    (main,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return {m["name"]: m for m in main["volumeMounts"]}
+
+
+def config_map_volume(statefulset: Manifest, volume: str) -> str:
+    (found,) = [
+        v for v in statefulset["spec"]["template"]["spec"]["volumes"] if v["name"] == volume
+    ]
+    return str(found["configMap"]["name"])
+
+
+def test_the_alerts_pods_read_the_catalogue_from_config_maps_mounted_as_directories(
+    manifests: list[Manifest],
+) -> None:
+    alerts = find(manifests, "StatefulSet", "fleetwatch-alerts")
+    env, mounts = env_of(alerts), mounts_of(alerts)
+    # A subPath mount never sees a changed ConfigMap: the catalogue would need a restart.
+    for volume in ("rules", "zones"):
+        assert "subPath" not in mounts[volume]
+        assert "subPathExpr" not in mounts[volume]
+        assert mounts[volume]["readOnly"] is True
+    assert env["FLEET_RULES"] == mounts["rules"]["mountPath"]
+    zones_dir, _, zones_key = env["FLEET_ZONES"].rpartition("/")
+    assert zones_dir == mounts["zones"]["mountPath"]
+    rules = find(manifests, "ConfigMap", config_map_volume(alerts, "rules"))
+    zones = find(manifests, "ConfigMap", config_map_volume(alerts, "zones"))
+    assert set(zones["data"]) == {zones_key}
+    # The alerts pods' own: every flow reads fleetwatch-config, and a flow without the mount
+    # would refuse to start on a FLEET_RULES directory that is not there.
+    shared = find(manifests, "ConfigMap", "fleetwatch-config")["data"]
+    assert not {"FLEET_RULES", "FLEET_ZONES"} & set(shared)
+    # Kubernetes refuses a ConfigMap over 1 MiB.
+    for config_map in (rules, zones):
+        assert sum(len(v.encode()) for v in config_map["data"].values()) < 1024 * 1024
+
+
+def test_the_catalogue_config_maps_keep_their_names_so_changes_reach_running_pods(
+    manifests: list[Manifest],
+) -> None:
+    """With kustomize's content hash in the name, every rule change would be a new pod
+    template (a restart of the cluster); with a fixed name the kubelet swaps the files."""
+    for name in ("fleetwatch-rules", "fleetwatch-zones"):
+        find(manifests, "ConfigMap", name)  # the exact name: no hash suffix
+    generators = yaml.safe_load((CATALOGUE / "kustomization.yaml").read_text())[
+        "configMapGenerator"
+    ]
+    assert {g["name"] for g in generators} == {"fleetwatch-rules", "fleetwatch-zones"}
+    for generator in generators:
+        assert generator["options"]["disableNameSuffixHash"] is True
+
+
+def test_the_rules_config_map_is_the_sample_catalogue_and_loads(
+    manifests: list[Manifest], tmp_path: Path
+) -> None:
+    """Every file of catalogue/rules/ is in the ConfigMap, byte for byte, and nothing else;
+    written out as the kubelet would, it loads strictly."""
+    rules = find(manifests, "ConfigMap", "fleetwatch-rules")["data"]
+    zones = find(manifests, "ConfigMap", "fleetwatch-zones")["data"]
+    sample = {path.name: path.read_text() for path in catalogue_files(CATALOGUE / "rules")}
+    assert len(sample) >= 2
+    assert rules == sample
+    assert zones == {"zones.geojson": (CATALOGUE / "zones.geojson").read_text()}
+    (tmp_path / "rules").mkdir()
+    for key, text in rules.items():
+        (tmp_path / "rules" / key).write_text(text)
+    (tmp_path / "zones.geojson").write_text(zones["zones.geojson"])
+    catalogue = load_catalogue(tmp_path / "rules", tmp_path / "zones.geojson")
+    assert [v.version for v in catalogue.versions] == [1, 2]
