@@ -374,26 +374,40 @@ def builtin_catalogue(
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last,
-    which would hide a typo like two ``speed_over_kmh``)."""
+    """YAML's safe loader whose mappings say which keys were repeated (PyYAML keeps the
+    last, which would hide a slip like two ``speed_over_kmh``): the parser refuses them."""
+
+
+class _Keyed(dict[Any, Any]):
+    """A YAML mapping that remembers the keys it was given more than once (PyYAML keeps the
+    last), so the parser can name the rule and the field of a repeated key."""
+
+    repeated: tuple[tuple[str, int], ...] = ()  # (key, line)
 
 
 def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     loader.flatten_mapping(node)
     seen: set[Any] = set()
+    repeated: list[tuple[str, int]] = []
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, str | int | float | bool) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key) if isinstance(key, str | int | float | bool) else None
-    return loader.construct_mapping(node, deep=deep)
+        if isinstance(key, str | int | float | bool):
+            if key in seen:
+                repeated.append((str(key), key_node.start_mark.line + 1))
+            seen.add(key)
+    mapping = _Keyed(loader.construct_mapping(node, deep=deep))
+    mapping.repeated = tuple(repeated)
+    return mapping
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 _TOP_KEYS = frozenset({"version", "effective_from", "rules"})
+# Times are whole milliseconds, as readings' are: a finer value would be rounded somewhere,
+# and a boundary moved by a fraction of a millisecond is a boundary nobody can test.
+_WHOLE_MS = "must be a whole number of milliseconds"
+_FRACTION = re.compile(r":\d\d\.(\d+)", re.ASCII)
+_TIME_FIELDS = frozenset({"within_s", "for_s", "max_gap_s", "cooldown_s"})
 _COMMON_KEYS = frozenset({"id", "kind", "severity", "cooldown_s", "scope"})
 _KIND_KEYS = {
     "instant_over": frozenset({"speed_over_kmh"}),
@@ -439,6 +453,7 @@ class _Parser:
             return None
         for key in sorted(set(document) - _TOP_KEYS, key=str):
             self.fail(None, str(key), "unknown field (expected version, effective_from, rules)")
+        self.repeated(None, document)
         number = document.get("version")
         if (
             not isinstance(number, int)
@@ -457,16 +472,21 @@ class _Parser:
         else:
             ids: set[str] = set()
             for position, entry in enumerate(rules):
+                rule_id = entry.get("id") if isinstance(entry, dict) else None
+                if isinstance(rule_id, str) and RULE_ID.fullmatch(rule_id):
+                    if rule_id in ids:  # named even when a rule of that id is invalid
+                        self.fail(rule_id, "id", "not unique in this version")
+                    ids.add(rule_id)
                 rule = self.rule(entry, position)
-                if rule is None:
-                    continue
-                if rule.id in ids:
-                    self.fail(rule.id, "id", "not unique in this version")
-                ids.add(rule.id)
-                parsed.append(rule)
+                if rule is not None:
+                    parsed.append(rule)
         if self.problems or effective is None:
             return None
         return CatalogueVersion(number, effective, tuple(parsed), self.source)
+
+    def repeated(self, rule: str | None, mapping: Any, prefix: str = "") -> None:
+        for key, line in getattr(mapping, "repeated", ()):
+            self.fail(rule, prefix + key, f"duplicate key: given again on line {line}")
 
     def effective_from(self, value: Any) -> int | None:
         # YAML reads an unquoted timestamp as a datetime; quoted, it is RFC 3339 text.
@@ -474,12 +494,19 @@ class _Parser:
             if value.tzinfo is None:
                 self.fail(None, "effective_from", "needs an offset, e.g. 2026-12-01T00:00:00Z")
                 return None
+            if value.microsecond % 1000:
+                self.fail(None, "effective_from", _WHOLE_MS)
+                return None
             value = value.isoformat()
         if isinstance(value, date) and not isinstance(value, datetime):
             self.fail(None, "effective_from", "needs a time and offset: 2026-12-01T00:00:00Z")
             return None
         if not isinstance(value, str):
             self.fail(None, "effective_from", "must be an RFC 3339 date-time with offset")
+            return None
+        fraction = _FRACTION.search(value)
+        if fraction is not None and fraction.group(1)[3:].strip("0"):
+            self.fail(None, "effective_from", _WHOLE_MS)
             return None
         try:
             return parse_rfc3339_ms(value)
@@ -508,6 +535,7 @@ class _Parser:
         allowed = _COMMON_KEYS | _KIND_KEYS[kind_name]
         for key in sorted(set(entry) - allowed, key=str):
             self.fail(rule_id, str(key), f"unknown field for {kind_name}")
+        self.repeated(rule_id, entry)
         fields = _Fields(self, rule_id, entry)
         kind = self.kind(kind_name, fields)
         severity = entry.get("severity", "warning")
@@ -563,6 +591,7 @@ class _Parser:
             return None
         for key in sorted(set(value) - {"trucks", "vehicle_classes"}, key=str):
             self.fail(rule_id, f"scope.{key}", "unknown field (expected trucks, vehicle_classes)")
+        self.repeated(rule_id, value, "scope.")
         before = len(self.problems)
         trucks = self.texts(rule_id, "scope.trucks", value.get("trucks"), None)
         classes = self.texts(
@@ -616,6 +645,9 @@ class _Fields:
             return None
         if value > high or value < low or (exclusive_low and value == low):
             self.parser.fail(self.rule_id, name, f"{value} is not {above} to {high:g}")
+            return None
+        if name in _TIME_FIELDS and abs(value * 1000 - round(value * 1000)) > 1e-6:
+            self.parser.fail(self.rule_id, name, _WHOLE_MS)
             return None
         return float(value)
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from domain.alerts import Alert
+from domain.catalogue import CatalogueError
 from domain.readings import Reading
 from domain.rules import RuleConfig, TruckState, builtin_book
 from tests.catalogues import (
@@ -688,12 +689,9 @@ def test_sub_millisecond_values_per_the_reference(case: Case) -> None:
     assert reference == case.expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: sub-ms times are rounded (parameters: round(s * 1000); effective_from: "
-    "truncated), so a boundary moves by up to 1 ms; the reference compares exactly",
-)
 @table(SUB_MS)
-def test_sub_millisecond_values_in_the_product(case: Case) -> None:
-    book = make_book(case.texts, case.zones, case.classes)
-    assert product_keys(case.readings, book) == case.expected
+def test_sub_millisecond_values_are_refused_by_the_product(case: Case) -> None:
+    """Where the reference compares below a millisecond, the product refuses the file:
+    times are whole milliseconds, as the readings' are, so no boundary is ever rounded."""
+    with pytest.raises(CatalogueError, match="whole number of milliseconds"):
+        make_book(case.texts, case.zones, case.classes)

@@ -258,11 +258,6 @@ def test_a_duplicate_yaml_key_is_refused_naming_the_key(
     assert "line" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: a duplicate YAML key is reported as (rule None, field None) with the key "
-    "only in the message; section 9 wants the rule and the field named",
-)
 @pytest.mark.parametrize(("text", "expected"), DUPLICATE_KEYS.values(), ids=DUPLICATE_KEYS.keys())
 def test_a_duplicate_yaml_key_names_rule_and_field(
     text: str, expected: tuple[str | None, str]
@@ -295,11 +290,6 @@ def test_every_problem_of_a_file_is_reported() -> None:
     assert rendered.count(FILE) == len(problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: a rule id repeated after an invalid rule of that id is not reported "
-    "(_Parser.version skips ids of rules that failed to parse)",
-)
 def test_a_duplicate_id_is_reported_even_when_its_first_rule_is_invalid() -> None:
     problems = problems_of(rules("{id: a, kind: instant_over}", INSTANT))
     assert ("a", "speed_over_kmh") in where(problems)
