@@ -26,7 +26,8 @@ once under the baseline catalogue, once under the candidate, and reports what wo
 - Alerts are matched by ``alert_id`` (CONTRACT.md section 5: rule, truck and the oldest
   covered reading): *added* = only under the candidate, *removed* = only under the baseline,
   *changed* = in both with different content (another ``rule_version``, ``threshold_kmh``,
-  ``details``, covered readings, severity, ...); the report counts which fields differed.
+  ``details``, covered readings, severity, ...); the report counts which fields differed,
+  and how many changed in ``rule_version`` alone (an unchanged rule in a renumbered version).
 - Day = the UTC date of an alert's ``window_end`` (FLEET_TIMEZONE, a later issue, will make it
   the local day).
 
@@ -73,7 +74,12 @@ from polars.exceptions import PanicException
 
 from connectors.history import load_history_dir, load_history_postgres
 from connectors.jsonl_sink import JsonlSink
-from connectors.parquet_input import BackfillInputError, ParquetReadingsSource, resolve_inputs
+from connectors.parquet_input import (
+    COLUMNS,
+    BackfillInputError,
+    ParquetReadingsSource,
+    resolve_inputs,
+)
 from dataflows.backfill import build_flow, dead_letter_path
 from domain.catalogue import Catalogue, CatalogueError, RuleBook
 from domain.history import HistoryIndex
@@ -205,6 +211,19 @@ def _epoch_ms() -> pl.Expr:
     return pl.col("ts").dt.epoch("ms")
 
 
+def check_input(files: Sequence[Path]) -> None:
+    """The lake's columns, as the backfill wants them (it would fail the same way, later)."""
+    try:
+        schema = _scan(files).collect_schema()
+    except Exception as error:
+        raise ReplayError(f"cannot read the lake: {error}") from error
+    missing = [c for c in COLUMNS if c not in schema]
+    if missing:
+        raise ReplayError(f"the lake has no column {', '.join(map(repr, missing))}")
+    if not isinstance(schema["ts"], pl.Datetime):
+        raise ReplayError(f"the lake's column 'ts' is {schema['ts']}, expected a timestamp")
+
+
 def measure(files: Sequence[Path]) -> Span:
     try:
         row = (
@@ -328,6 +347,9 @@ def replay(
         raise ReplayError(f"the {name} replay failed: {_root_cause(error)}") from error
     seconds = time.monotonic() - started
     print(f"whatif: {name}: {progress.summary()}", file=sys.stderr)
+    for path in (alerts_path, dead_path):  # a sink that received nothing wrote no file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
     return Run(
         name, rules, alerts_path, dead_path, read_jsonl(alerts_path), _lines(dead_path), seconds
     )
@@ -636,6 +658,8 @@ def draw_chart(comparison: Comparison, window: Window, path: Path) -> None:
 def notes_for(span: Span, window: Window, runs: Sequence[Run]) -> list[str]:
     """Warnings worth reading before the numbers."""
     notes: list[str] = []
+    if span.rows == 0:
+        notes.append("no readings were replayed: check --lake and the window")
     first = span.first_ms
     for run in runs:
         versions = run.rules.catalogue.versions
@@ -740,6 +764,7 @@ def run(
     out_dir = prepare_out_dir(args.out_dir, now)
     window_file = out_dir / WINDOW_FILE
     try:
+        check_input(files)
         replayed = files if window.whole else cut_window(files, window, window_file)
         span = measure(replayed)
         config = settings.rules.config()

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from domain.catalogue import RuleBook
 from domain.rules import RuleConfig
 from fleetwatch.rules import check
 from fleetwatch.whatif import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     NO_DRIVER,
@@ -284,6 +286,26 @@ def test_the_window_cuts_the_readings_before_the_rules(lake: Path, tmp_path: Pat
     assert sorted(direct, key=by_id) == sorted(alerts, key=by_id)
     assert "## Alerts per rule per day" in render_markdown(report)
     assert "| 2026-11-24 |" not in render_markdown(report)
+    assert "empty rule state" in render_markdown(report)
+
+
+def test_a_window_without_readings_reports_nothing_and_says_so(lake: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = report_of(
+        [
+            *lake_rules(lake, write_rules(tmp_path / "c")),
+            "--from",
+            "2027-01-01",
+            "--out-dir",
+            str(out),
+        ]
+    )
+    assert report.span.rows == 0
+    assert report.comparison.differences == []
+    assert "no readings were replayed" in render_markdown(report)
+    for side in ("baseline", "candidate"):
+        assert (out / side / "alerts.jsonl").read_bytes() == b""
+        assert (out / side / "alerts.dlq.jsonl").read_bytes() == b""
 
 
 def backfill(lake: Path, rules: Path, out: Path) -> list[dict[str, Any]]:
@@ -344,6 +366,46 @@ def test_bad_windows_exit_2(
     rules = write_rules(tmp_path / "c")
     code, _ = whatif(["--lake", str(lake), "--rules", str(rules), *args])
     assert code == EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        pytest.param(
+            lambda path: path.write_text("not parquet"), "cannot read the lake", id="not parquet"
+        ),
+        pytest.param(
+            lambda path: pl.DataFrame({"event_id": ["e"], "ts": ["2026-11-24"]}).write_parquet(
+                path
+            ),
+            "no column 'truck_id', 'speed_kmh', 'lat', 'lon'",
+            id="columns missing",
+        ),
+        pytest.param(
+            lambda path: pl.DataFrame(
+                {c: ["x"] for c in ("event_id", "truck_id", "ts")}
+                | {c: [1.0] for c in ("speed_kmh", "lat", "lon")}
+            ).write_parquet(path),
+            "column 'ts' is String, expected a timestamp",
+            id="ts not a timestamp",
+        ),
+    ],
+)
+def test_an_unreadable_lake_exits_1(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    write: Callable[[Path], object],
+    message: str,
+) -> None:
+    (tmp_path / "lake").mkdir()
+    write(tmp_path / "lake" / "part.parquet")
+    rules = write_rules(tmp_path / "c")
+    code, printed = whatif(
+        [*lake_rules(tmp_path / "lake", rules), "--out-dir", str(tmp_path / "o")]
+    )
+    assert code == EXIT_FAILED
+    assert printed == ""
     assert message in capsys.readouterr().err
 
 
