@@ -113,6 +113,8 @@ class LocalPods:
         self.namespace = namespace
         self.tmp_path = tmp_path
         self.worker_ports = {i: free_port() for i in range(self.replicas)}
+        volumes = self.statefulset["spec"]["template"]["spec"]["volumes"]
+        self.config_maps = {v["name"]: v["configMap"]["name"] for v in volumes if "configMap" in v}
         self.api_ports = {i: free_port() for i in range(self.replicas)}
 
     def volume(self, ordinal: int, name: str) -> Path:
@@ -120,6 +122,11 @@ class LocalPods:
             return SAMPLE_HISTORY_DIR
         path = self.tmp_path / "volumes" / f"{name}-{STATEFULSET}-{ordinal}"
         path.mkdir(parents=True, exist_ok=True)
+        if name in self.config_maps:  # the ConfigMap's keys as files, as the kubelet writes them
+            for key, text in find(self.manifests, "ConfigMap", self.config_maps[name])[
+                "data"
+            ].items():
+                (path / key).write_text(text)
         return path
 
     def localize(self, ordinal: int, container: Container) -> tuple[list[str], dict[str, str]]:
