@@ -36,6 +36,8 @@ from functools import lru_cache
 from typing import Any
 
 from domain.catalogue import (
+    BUILTIN_VERSION,
+    CatalogueRule,
     Detection,
     Judged,
     RuleBook,
@@ -225,7 +227,7 @@ def judge(
         for rule, lineage in judged:
             state = states.get(rule.id)
             if state is None or state.lineage != lineage:
-                if state is not None and state.lineage == LEGACY_LINEAGE and rule.builtin:
+                if state is not None and _carries_on(state.lineage, lineage, rule, book):
                     state.lineage = lineage
                 else:
                     state = states[rule.id] = RuleState(lineage)
@@ -233,6 +235,21 @@ def judge(
             if detection is not None:
                 detections.append(detection)
     return detections
+
+
+def _carries_on(held: str, lineage: str, rule: CatalogueRule, book: RuleBook) -> bool:
+    """Whether a state of another lineage is this rule's all the same: a snapshot from before
+    the catalogue, for a built-in rule; or, when FLEET_RULES replaces the knobs, a built-in
+    rule's state for the same rule in the catalogue's first version with the same definition
+    (the built-in catalogue then reads as version 0 just before it, so nothing resets)."""
+    if held == LEGACY_LINEAGE:
+        return rule.builtin
+    prefix = f"{rule.id}@{BUILTIN_VERSION}:"
+    if not held.startswith(prefix) or rule.builtin:
+        return False
+    versions = book.catalogue.versions
+    first = f"{rule.id}@{versions[0].version}:" if versions else None
+    return lineage.startswith(first or "\0") and held[len(prefix) :] == lineage[len(first or "") :]
 
 
 def _forget_removed(states: dict[str, RuleState], judged: Judged) -> None:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import pickle
+from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
 
+from domain.catalogue import Catalogue, parse_version
 from domain.readings import Reading
 from domain.rules import (
     Admission,
     Detection,
     Rule,
+    RuleBook,
     RuleConfig,
     RuleState,
+    SpeedingRules,
     TruckState,
     TruckTimeline,
     builtin_book,
@@ -234,3 +239,47 @@ def test_snapshot_copy_is_independent() -> None:
     assert len(copy.timeline.pending) == 1
     assert len(copy.timeline.seen) == 1
     assert copy.rules == {}
+
+
+# --- From the knobs to a catalogue: the migration keeps each rule's state ----------------
+
+_VERSION_1 = """version: 1
+effective_from: 2020-01-01T00:00:00Z
+rules:
+  - {id: instant_overspeed, kind: instant_over, speed_over_kmh: 130, severity: critical}
+  - {id: sustained_speeding, kind: count_over, speed_over_kmh: 90, count: COUNT, within_s: 600}
+"""
+
+
+def _catalogue_book(count: int) -> RuleBook:
+    text = _VERSION_1.replace("COUNT", str(count))
+    return RuleBook(Catalogue([parse_version(text, "0001.yaml")]))
+
+
+def test_a_first_version_equal_to_the_knobs_carries_their_state_on() -> None:
+    """Three violations counted under the built-in rules, two more under FLEET_RULES'
+    version 1 with the same definition: one alert of five, as if nothing had changed."""
+    states: dict[str, RuleState] = {}
+    readings = fast_at(0, 1, 2, 3, 4)
+    assert judge(states, readings[:3], builtin_book(CONFIG)) == []
+    [alert] = judge(states, readings[3:], _catalogue_book(5))
+    assert (alert.rule, alert.rule_version, len(alert.readings)) == (Rule.SUSTAINED, 1, 5)
+
+
+def test_a_first_version_that_differs_from_the_knobs_starts_empty() -> None:
+    states: dict[str, RuleState] = {}
+    readings = fast_at(0, 1, 2, 3, 4, 5, 6, 7)
+    judge(states, readings[:3], builtin_book(CONFIG))
+    assert judge(states, readings[3:7], _catalogue_book(4))[0].readings == tuple(readings[3:7])
+
+
+def test_a_snapshot_from_before_the_catalogue_loads_and_carries_on() -> None:
+    """A ``SpeedingRules`` snapshot (pickled before the catalogue) becomes rule states."""
+    legacy = TruckState.__new__(TruckState)
+    legacy.__setstate__(
+        {"timeline": TruckTimeline(), "rules": SpeedingRules(deque(fast_at(0, 1, 2, 3)))}
+    )
+    [alert] = legacy.evaluate(fast_at(4), CONFIG)
+    assert (alert.rule, len(alert.readings)) == (Rule.SUSTAINED, 5)
+    restored = pickle.loads(pickle.dumps(legacy))
+    assert restored.rules == legacy.rules
