@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from connectors.catalogue import load_catalogue
+from connectors.history import load_history_dir
 from devtools.email_receiver import EmailReceiver
 from devtools.history_generator import HistoryShape
 from devtools.history_generator import write as write_history
@@ -31,13 +33,16 @@ from devtools.localbrokers import LocalBrokers, local_brokers
 from devtools.mqtt_publisher import publish_paced
 from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
 from domain.alerts import alert_id
-from domain.rules import RuleConfig, TruckState
+from domain.catalogue import RuleBook
+from domain.rules import RuleState, judge
 from domain.timestamps import to_epoch_ms
 from runtime.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parents[1]
 TELEMETRY, DLQ, ALERTS = "fleet.telemetry", "fleet.dlq", "fleet.alerts"
 FLOWS = ("bridge", "alerts", "archive", "notify")
+# The sample rule catalogue: the built-in rules, then (from 2026-12-01) one rule of each kind.
+RULES, ZONES = ROOT / "catalogue" / "rules", ROOT / "catalogue" / "zones.geojson"
 DEMO_SECRET = "fleetwatch-demo-signing-secret-0123"
 
 
@@ -52,16 +57,14 @@ class Expected:
     alerts_by_rule: Counter[str]
 
     @classmethod
-    def of(cls, messages: list[SimulatedMessage]) -> Expected:
+    def of(cls, messages: list[SimulatedMessage], book: RuleBook) -> Expected:
         readings = {m.reading.event_id: m.reading for m in messages if m.reading is not None}
-        states: dict[str, TruckState] = {}
-        config = RuleConfig()
+        states: dict[str, dict[str, RuleState]] = {}
         alert_ids, by_rule = set(), Counter[str]()
-        # The same readings, evaluated in sorted order: what the stream must give.
+        # The same readings, judged in sorted order with the same rules: what the stream
+        # must give.
         for reading in sorted(readings.values(), key=lambda r: (r.ts_ms, r.event_id)):
-            state = states.setdefault(reading.truck_id, TruckState())
-            state.timeline.accept(reading, config.allowed_lateness_ms)
-            for detection in state.evaluate_released(config, flush=True):
+            for detection in judge(states.setdefault(reading.truck_id, {}), [reading], book):
                 alert_ids.add(
                     alert_id(detection.rule, detection.truck_id, detection.readings[0].event_id)
                 )
@@ -79,6 +82,8 @@ def _flow_env(brokers: LocalBrokers, history_dir: Path) -> dict[str, str]:
     """The flows' settings; the launcher adds the inherited environment (no FLEET_*)."""
     return {
         "FLEET_HISTORY_DIR": str(history_dir),
+        "FLEET_RULES": str(RULES),
+        "FLEET_ZONES": str(ZONES),
         "FLEET_MQTT_URL": brokers.mqtt_url,
         "FLEET_MQTT_PROTOCOL": brokers.mqtt_protocol,
         "FLEET_MQTT_SHARE_GROUP": "fleetwatch-bridge" if brokers.shared_subscriptions else "",
@@ -117,13 +122,14 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         spike_chance=0.0002,
     )
     messages = list(FleetSimulator(config).messages(int(rate * duration_s)))
-    expected = Expected.of(messages)
     # Driver history around today (the shipped sample covers a fixed week in 2026).
     history_dir = workdir / "history"
     write_history(
         HistoryShape(trucks=trucks, start=datetime.now(UTC).date() - timedelta(days=1), days=3),
         history_dir,
     )
+    classes = load_history_dir(history_dir).vehicle_classes  # scopes by vehicle class
+    expected = Expected.of(messages, RuleBook(load_catalogue(RULES, ZONES), classes))
     with local_brokers(workdir / "brokers") as brokers, ExitStack() as flows:
         print(f"  MQTT  {brokers.mqtt.name} at {brokers.mqtt_url} (MQTT {brokers.mqtt_protocol})")
         print(f"  Kafka {'tansu' if brokers.kafka else 'external'} at {brokers.kafka_brokers}")

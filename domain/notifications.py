@@ -171,7 +171,9 @@ def _limit(speed: float) -> str:
 
 def duration(seconds: float) -> str:
     """``1.5 s``, ``45 s``, ``1 min 05 s``, ``2 h 05 min``, ``3 d 04 h``: the larger the
-    span, the coarser."""
+    span, the coarser; under a second to the millisecond (``0.04 s``: never "0 s")."""
+    if 0 < seconds < 0.95:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + " s"
     if seconds < 9.95:
         return f"{_limit(seconds)} s"
     total = round(seconds)

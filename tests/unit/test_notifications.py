@@ -427,3 +427,14 @@ def test_backoff_is_jittered_exponential_and_honours_retry_after() -> None:
     assert policy.delay_s(1, "7", rng, now) == 7
     assert policy.delay_s(1, "Tue, 24 Nov 2026 00:00:05 GMT", rng, now) == 5
     assert policy.delay_s(1, "3600", rng, now) == 30, "capped"
+
+
+def test_a_duration_under_a_second_is_shown_to_the_millisecond() -> None:
+    """Readings a fraction of a second apart: "0.04 s", never a braking "in 0 s"."""
+    assert [duration(s) for s in (0.04, 0.2, 0.949, 1.5, 65)] == [
+        "0.04 s",
+        "0.2 s",
+        "0.949 s",
+        "1.5 s",
+        "1 min 05 s",
+    ]
