@@ -2,5 +2,7 @@
 
 ``python -m fleetwatch.topics`` (create the topics), ``python -m fleetwatch.recovery_layout``
 (lay out and rebalance recovery partitions), ``python -m fleetwatch.replay`` (replay dead
-letters). They build on ``runtime`` and ``connectors``; the image ships them with the flows.
+letters), ``python -m fleetwatch.rules check`` (validate a rule catalogue) and
+``python -m fleetwatch.whatif`` (replay the lake under a candidate catalogue and report what
+would change). They build on ``runtime`` and ``connectors``; the image ships them with the flows.
 """
