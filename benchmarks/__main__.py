@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick]`` (``make bench`` / ``make bench-quick``): every
 benchmark in one invocation, each contender side by side with its baseline; then
-benchmarks/results/results.json, results.md (the README's table) and plot.png.
+benchmarks/results/results.json, results.md (the README's table) and plot.png; and
+catalogue.json, catalogue.md (benchmarks/catalogue.py: the rule catalogue's own table).
 
 Quick mode runs smaller inputs and shorter latency runs (about 6 minutes instead of 25):
 good for checking that everything works, not for the README's figures.
@@ -19,6 +20,7 @@ from typing import Any
 from benchmarks import (
     alerts,
     bridge,
+    catalogue,
     decoders,
     history,
     lake,
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n== alerts flow (1 and 2 processes) vs a plain confluent-kafka loop")
     alerts.main(["--readings", "200000"] if quick else [])
     results["alerts"] = json.loads((BUILD / "alerts.json").read_text())
+    print("\n== rule catalogue: 10 rules vs the built-in two, stream and backfill")
+    results["catalogue"] = catalogue.main(["--out", str(args.out), *(["--quick"] if quick else [])])
     print("\n== backfill vs pure Polars; archive")
     results["lake"] = lake.main(["--rows", "500000", "--archive-rows", "200000"] if quick else [])
     print("\n== DynamoDB store (dataflows.store into dynalite)")

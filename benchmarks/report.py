@@ -69,6 +69,7 @@ def markdown(results: dict[str, Any]) -> str:
             if "store" in results
             else []
         ),
+        *_catalogue_rows(results.get("catalogue")),
         "",
         "**Scale**",
         "",
@@ -91,6 +92,74 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {row['seconds']:.2f} s | {row['ratio_to_none']:.2f}x "
             f"| {row['recovery_mb']:.1f} MiB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _catalogue_rows(catalogue: dict[str, Any] | None) -> list[str]:
+    """The throughput table's rows of benchmarks.catalogue (when the run had it)."""
+    if catalogue is None:
+        return []
+    stream, backfill = catalogue["stream"], catalogue["backfill"]
+    ratios = catalogue["ratios"]
+    return [
+        f"| alerts flow, 10-rule catalogue | "
+        f"{_n(stream['alerts flow, 10-rule catalogue']['per_s'])}/s | alerts flow, built-in "
+        f"(same run) | {_n(stream['alerts flow, built-in']['per_s'])}/s "
+        f"| {ratios['stream_catalogue_over_builtin']:.2f}x |",
+        f"| backfill, 10-rule catalogue | "
+        f"{_n(backfill['backfill, 10-rule catalogue']['per_s'])} rows/s | backfill, built-in "
+        f"| {_n(backfill['backfill, built-in']['per_s'])} rows/s "
+        f"| {ratios['backfill_catalogue_over_builtin']:.2f}x |",
+    ]
+
+
+def catalogue_markdown(results: dict[str, Any]) -> str:
+    """benchmarks.catalogue's results (catalogue.json) as docs/performance.md's table."""
+    m = results["machine"]
+    stream, backfill, ratios = results["stream"], results["backfill"], results["ratios"]
+    before, after = results["load_before"], results["load_after"]
+    plain = stream["plain loop"]
+    builtin, ten = stream["alerts flow, built-in"], stream["alerts flow, 10-rule catalogue"]
+    b_builtin, b_ten = backfill["backfill, built-in"], backfill["backfill, 10-rule catalogue"]
+
+    def runs(row: dict[str, Any]) -> str:
+        return " / ".join(f"{s:.2f}" for s in row["runs_s"])
+
+    lines = [
+        f"Mode: {results['mode']}; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
+        f"Python {m['python']}, Kafka: {m['kafka']}; commit {m['commit']}; "
+        f"{results['seconds']} s in all. Other load: {before['pytest_processes']} pytest "
+        f"processes and load average {before['loadavg_1m']:.2f} before, "
+        f"{after['pytest_processes']} and {after['loadavg_1m']:.2f} after.",
+        "",
+        f"**Rule catalogue** ({_n(results['trucks'])} trucks; stream: "
+        f"{_n(results['readings'])} readings on a 16-partition topic, 1 process; backfill: "
+        f"{_n(results['rows'])} rows; version 2 of the catalogue from "
+        f"{results['second_version_from']}; best of {results['rounds']} alternating runs, "
+        "start-up included)",
+        "",
+        "| contender | rate | baseline | baseline rate | ratio | alerts | runs (s) |",
+        "|---|---|---|---|---|---|---|",
+        f"| alerts flow, built-in | {_n(builtin['per_s'])}/s | plain consume→decode→rules loop "
+        f"| {_n(plain['per_s'])}/s | {ratios['stream_builtin_over_plain']:.2f}x "
+        f"| {_n(builtin['alerts'])} | {runs(builtin)} vs {runs(plain)} |",
+        f"| alerts flow, 10-rule catalogue | {_n(ten['per_s'])}/s | alerts flow, built-in "
+        f"| {_n(builtin['per_s'])}/s | {ratios['stream_catalogue_over_builtin']:.2f}x "
+        f"| {_n(ten['alerts'])} | {runs(ten)} vs {runs(builtin)} |",
+        f"| backfill, 10-rule catalogue | {_n(b_ten['per_s'])} rows/s | backfill, built-in "
+        f"| {_n(b_builtin['per_s'])} rows/s | {ratios['backfill_catalogue_over_builtin']:.2f}x "
+        f"| {_n(b_ten['alerts'])} vs {_n(b_builtin['alerts'])} | {runs(b_ten)} vs "
+        f"{runs(b_builtin)} |",
+        "",
+        "| 10-rule catalogue: alerts by rule | stream | backfill |",
+        "|---|---|---|",
+    ]
+    rules = sorted(set(ten["alerts_by_rule"]) | set(b_ten["alerts_by_rule"]))
+    for rule in rules:
+        lines.append(
+            f"| {rule} | {_n(ten['alerts_by_rule'].get(rule, 0))} "
+            f"| {_n(b_ten['alerts_by_rule'].get(rule, 0))} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -27,3 +27,62 @@ def test_the_plot_renders(tmp_path: Path) -> None:
     results = json.loads((RESULTS / "results.json").read_text())
     report.plot(results, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_catalogue_md_is_made_from_catalogue_json() -> None:
+    results = json.loads((RESULTS / "catalogue.json").read_text())
+    assert results["mode"] == "full"
+    assert report.catalogue_markdown(results) == (RESULTS / "catalogue.md").read_text()
+
+
+def test_the_performance_page_shows_the_committed_catalogue_results() -> None:
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert (RESULTS / "catalogue.md").read_text().strip() in page
+
+
+def test_the_throughput_table_has_the_catalogue_rows_when_the_run_had_them() -> None:
+    results = json.loads((RESULTS / "results.json").read_text())
+    catalogue = json.loads((RESULTS / "catalogue.json").read_text())
+    without = report.markdown({k: v for k, v in results.items() if k != "catalogue"})
+    assert "10-rule catalogue" not in without
+    rows = [
+        line
+        for line in report.markdown({**results, "catalogue": catalogue}).splitlines()
+        if "10-rule catalogue" in line
+    ]
+    stream, backfill = catalogue["stream"], catalogue["backfill"]
+    assert rows == [
+        f"| alerts flow, 10-rule catalogue "
+        f"| {stream['alerts flow, 10-rule catalogue']['per_s']:,}/s "
+        f"| alerts flow, built-in (same run) | {stream['alerts flow, built-in']['per_s']:,}/s "
+        f"| {catalogue['ratios']['stream_catalogue_over_builtin']:.2f}x |",
+        f"| backfill, 10-rule catalogue "
+        f"| {backfill['backfill, 10-rule catalogue']['per_s']:,} rows/s "
+        f"| backfill, built-in | {backfill['backfill, built-in']['per_s']:,} rows/s "
+        f"| {catalogue['ratios']['backfill_catalogue_over_builtin']:.2f}x |",
+    ]
+
+
+def test_the_benchmark_catalogue_has_every_kind_scopes_and_two_versions(tmp_path: Path) -> None:
+    from benchmarks.alerts import START_MS
+    from benchmarks.catalogue import RULE_IDS, write_catalogue
+    from connectors.catalogue import load_catalogue
+
+    rules, zones = write_catalogue(tmp_path, START_MS)
+    versions = load_catalogue(rules, zones).versions
+    assert [v.version for v in versions] == [1, 2]
+    for version in versions:
+        assert [r.id for r in version.rules] == list(RULE_IDS)
+        kinds = {r.definition.kind.name for r in version.rules}
+        assert kinds == {"instant_over", "count_over", "duration_over", "deceleration", "zone_over"}
+        scopes = [r.definition.scope for r in version.rules]
+        assert any(s.trucks and s.vehicle_classes for s in scopes)
+        assert any(s.trucks and not s.vehicle_classes for s in scopes)
+        assert any(s.vehicle_classes and not s.trucks for s in scopes)
+    first, second = versions
+    changed = [
+        a.id
+        for a, b in zip(first.rules, second.rules, strict=True)
+        if (a.definition, a.critical) != (b.definition, b.critical)
+    ]
+    assert changed == ["sustained_speeding", "harsh_braking", "centre_slow_zone"]
