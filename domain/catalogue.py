@@ -182,6 +182,10 @@ class CatalogueRule:
     critical: bool
     # Section 4's rules keep today's alerts: no details, and severity as section 4 says.
     builtin: bool = False
+    floor: float = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "floor", self.definition.kind.speed_floor_kmh)
 
     def judge(self, state: RuleState, reading: Reading, version: int) -> Detection | None:
         """Cooldown first, the same for every kind (section 9), then the kind."""
@@ -279,6 +283,15 @@ class Catalogue:
     def at(self, ts_ms: int) -> VersionInForce | None:
         index = bisect.bisect_right(self._starts, ts_ms) - 1
         return self._in_force[index] if index >= 0 else None
+
+    def span(self, ts_ms: int) -> tuple[VersionInForce | None, int, int]:
+        """The version in force at ts and the ts range [low, high) it is in force over."""
+        starts = self._starts
+        index = bisect.bisect_right(starts, ts_ms) - 1
+        high = starts[index + 1] if index + 1 < len(starts) else 2**63
+        if index < 0:
+            return None, -(2**63), high
+        return self._in_force[index], starts[index], high
 
     def same_as(self, other: Catalogue) -> bool:
         return len(self.versions) == len(other.versions) and all(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from functools import lru_cache
@@ -42,6 +42,7 @@ from domain.catalogue import (
     Judged,
     RuleBook,
     RuleState,
+    VersionInForce,
     builtin_catalogue,
 )
 from domain.readings import Reading
@@ -213,28 +214,56 @@ def judge(
     """Judge released readings, in the order released, each under the catalogue version in
     force at its ts; ``states``: the truck's rule states by rule id, updated."""
     detections: list[Detection] = []
-    at = book.catalogue.at
+    catalogue = book.catalogue
     classes = book.vehicle_classes
+    # The version in force over [low, high) and, once a reading needs them, its rules for
+    # this truck with their states: resolved once per run of readings under one version.
+    low = high = 0
+    version: VersionInForce | None = None
+    active: list[tuple[CatalogueRule, RuleState]] | None = None
+    number = 0
     for reading in released:
-        version = at(reading.ts_ms)
+        ts = reading.ts_ms
+        if not low <= ts < high:
+            version, low, high = catalogue.span(ts)
+            active = None
         # At or below the version's floor no rule can change: such readings are skipped.
         if version is None or reading.speed_kmh <= version.floor:
             continue
-        judged = version.rules_for(reading.truck_id, classes.get(reading.truck_id))
-        number = version.version.version
-        if len(states) > len(version.judged):
-            _forget_removed(states, version.judged)
-        for rule, lineage in judged:
-            state = states.get(rule.id)
-            if state is None or state.lineage != lineage:
-                if state is not None and _carries_on(state.lineage, lineage, rule, book):
-                    state.lineage = lineage
-                else:
-                    state = states[rule.id] = RuleState(lineage)
+        if active is None:
+            active = _resolve(states, version, reading.truck_id, classes, book)
+            number = version.version.version
+        speed = reading.speed_kmh
+        for rule, state in active:
+            if speed <= rule.floor:
+                continue  # changes nothing for this rule (its kind skips slow readings)
             detection = rule.judge(state, reading, number)
             if detection is not None:
                 detections.append(detection)
     return detections
+
+
+def _resolve(
+    states: dict[str, RuleState],
+    version: VersionInForce,
+    truck_id: str,
+    classes: Mapping[str, str],
+    book: RuleBook,
+) -> list[tuple[CatalogueRule, RuleState]]:
+    """The rules of ``version`` that judge this truck, each with its state (a new one where
+    the lineage differs)."""
+    if len(states) > len(version.judged):
+        _forget_removed(states, version.judged)
+    active = []
+    for rule, lineage in version.rules_for(truck_id, classes.get(truck_id)):
+        state = states.get(rule.id)
+        if state is None or state.lineage != lineage:
+            if state is not None and _carries_on(state.lineage, lineage, rule, book):
+                state.lineage = lineage
+            else:
+                state = states[rule.id] = RuleState(lineage)
+        active.append((rule, state))
+    return active
 
 
 def _carries_on(held: str, lineage: str, rule: CatalogueRule, book: RuleBook) -> bool:
