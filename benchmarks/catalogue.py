@@ -26,7 +26,8 @@ section 9), side by side, in the stream (dataflows.alerts) and in the backfill.
   hits both sides alike. Every round must give each contender the same alerts. Other
   load (``pgrep -f pytest``, the load average) is recorded before and after.
 
-``--quick``: 60,000 readings and 300,000 rows, to check that it runs. Writes ``DIR/catalogue.json`` and ``DIR/catalogue.md`` (benchmarks.report's table).
+``--quick``: 60,000 readings and 300,000 rows, to check that it runs. Writes
+``DIR/catalogue.json`` and ``DIR/catalogue.md`` (benchmarks.report's table).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ The work is split by truck: partition ``b`` of ``buckets`` holds the trucks whos
 ``truck_id`` hashes to ``b`` (Polars' hash with a fixed seed, the same in every process).
 Each partition scans the files with Polars, sets bad rows apart, drops duplicates and the
 readings that can affect no rule (at or below the lowest limit, which is exact: such a
-reading changes no rule state), sorts by ``(truck_id, ts, event_id)`` and hands out each
-truck's readings in order, in chunks. Its snapshot is the number of chunks handed out.
+reading changes no rule state; with ``keep_successors``, only those whose predecessor of
+the same truck is at or below it too: see ``domain.catalogue.Prefilter``), sorts by
+``(truck_id, ts, event_id)`` and hands out each truck's readings in order, in chunks. Its
+snapshot is the number of chunks handed out.
 """
 
 from __future__ import annotations
@@ -153,9 +155,11 @@ class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
         lowest_limit_kmh: float,
         buckets: int = 16,
         progress: Progress | None = None,
+        keep_successors: bool = False,
     ) -> None:
         self._files = files
         self._lowest = lowest_limit_kmh
+        self._successors = keep_successors
         self._buckets = buckets
         self._progress = progress or Progress()
         self._lock = threading.Lock()
@@ -185,13 +189,7 @@ class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
                     .fill_null(0)
                     .alias("_bucket"),
                 )
-                # Filter before dedupe: a resend repeats its original's speed, so both go or
-                # both stay, and far fewer rows are left to deduplicate.
-                good = (
-                    scan.filter(pl.col("_problem").is_null() & (pl.col("speed_kmh") > self._lowest))
-                    .unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
-                    .sort("_bucket", "truck_id", "ts", "event_id")
-                )
+                good = self._good(scan.filter(pl.col("_problem").is_null()))
                 # Collected together, the three share one scan, and only the small results
                 # (counts, bad rows, readings over the limit) are held in memory.
                 sizes, bad, kept = pl.collect_all(
@@ -203,6 +201,27 @@ class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
                 )
                 self._cache = _Prepared(sizes, bad, kept)
             return self._cache
+
+    def _good(self, valid: pl.LazyFrame) -> pl.LazyFrame:
+        """Valid rows -> deduplicated, sorted, without the readings no rule needs."""
+        over = pl.col("speed_kmh") > self._lowest
+        if not self._successors:
+            # Filter before dedupe: a resend repeats its original's speed, so both go or
+            # both stay, and far fewer rows are left to deduplicate.
+            return (
+                valid.filter(over)
+                .unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
+                .sort("_bucket", "truck_id", "ts", "event_id")
+            )
+        # A slow reading right after a faster one still counts (it ends a run, it can be
+        # the slower reading of a braking pair): predecessors are taken in each truck's
+        # event-time order, after deduplication.
+        after_over = pl.col("speed_kmh").shift(1).over("truck_id") > self._lowest
+        return (
+            valid.unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
+            .sort("_bucket", "truck_id", "ts", "event_id")
+            .filter(over | after_over)
+        )
 
     def _chunks(self, bucket: int) -> Iterator[list[BackfillItem]]:
         prepared = self._prepared()

@@ -14,9 +14,9 @@ Determinism: event time only. No wall clock decides anything (the quiet-truck fl
         off; the end of input releases what is pending) and ``detected_at`` is the alert's
         ``window_end``: the same input always gives the same alerts, byte for byte.
 Speed:  readings at or below the lowest limit of every rule cannot change any rule, so
-        Polars drops them before any per-row Python (a catalogue with a rule that needs
-        every reading, duration_over or deceleration, keeps them all); duplicates are
-        dropped there too.
+        Polars drops them before any per-row Python (with a duration_over or deceleration
+        rule, a slow reading right after a faster one is kept: ``Prefilter`` in
+        domain/catalogue.py); duplicates are dropped there too.
 Scale:  ``-w N`` / ``-i/-a``: the input is split by truck into 16 buckets. Ends by itself
         with exit 0; progress on stderr, then a summary line.
 """
@@ -205,7 +205,10 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     else:
         path = Path(backfill.alerts_out)
         alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))
-    source = ParquetReadingsSource(files, catalogue.lowest_relevant_kmh, progress=progress)
+    prefilter = catalogue.prefilter
+    source = ParquetReadingsSource(
+        files, prefilter.floor_kmh, progress=progress, keep_successors=prefilter.with_successors
+    )
     return build_flow(source, alerts_out, dead_out, config, history, progress, book)
 
 

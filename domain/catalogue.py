@@ -267,6 +267,18 @@ class VersionInForce:
         return found
 
 
+@dataclass(frozen=True)
+class Prefilter:
+    """Which readings a bounded replay may drop before any per-reading Python (the backfill
+    does it in Polars, on each truck's deduplicated readings in event-time order): those at
+    or below ``floor_kmh``, unless ``with_successors`` and the reading before it (of its
+    truck) is above it. Exact: no rule of the catalogue is changed by a dropped reading
+    (domain/rule_kinds.py says why for each kind)."""
+
+    floor_kmh: float
+    with_successors: bool = False
+
+
 class Catalogue:
     """Versions in event-time order; ``at(ts)`` is the version that judges a reading at ts."""
 
@@ -277,8 +289,13 @@ class Catalogue:
         self._starts = [v.effective_from_ms for v in ordered]
         self._in_force = tuple(_lineages(ordered))
         floors = [v.floor for v in self._in_force]
-        # The backfill drops readings at or below this before any per-row Python.
+        # No rule is changed by a reading at or below this: the stream's skip.
         self.lowest_relevant_kmh = min(floors, default=math.inf)
+        kinds = [r.definition.kind for v in self.versions for r in v.rules]
+        self.prefilter = Prefilter(
+            min((k.prefilter_floor_kmh for k in kinds), default=math.inf),
+            any(k.successor_matters for k in kinds),
+        )
 
     def at(self, ts_ms: int) -> VersionInForce | None:
         index = bisect.bisect_right(self._starts, ts_ms) - 1

@@ -10,11 +10,16 @@ covered readings when the rule fires. Cooldown is the same for every kind and li
 ``skips_slow``: a reading at or below ``speed_over_kmh`` changes nothing for this kind, so
 callers may skip it (the stream's and the backfill's fast path). ``duration_over`` (a slow
 reading ends the run) and ``deceleration`` (every reading is someone's previous one) must
-see every reading.
+see every reading, except one thing (the backfill's prefilter): a reading at or below
+``prefilter_floor_kmh`` whose predecessor is too changes nothing for them either
+(``successor_matters``). For ``duration_over`` the run is already over; for
+``deceleration`` neither can be the faster reading of a pair (r1.speed - r2.speed >= drop
+needs r1.speed >= drop), so whichever of the two is "previous" makes no pair.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -36,6 +41,14 @@ class Kind(Protocol):
         ...
 
     @property
+    def prefilter_floor_kmh(self) -> float:
+        """At or below this speed a reading changes nothing, if its predecessor is also at or
+        below it where ``successor_matters``."""
+        ...
+
+    successor_matters: ClassVar[bool]
+
+    @property
     def threshold_kmh(self) -> float:
         """The alert's ``threshold_kmh``: the limit the rule used."""
         ...
@@ -54,10 +67,15 @@ class InstantOver:
 
     name: ClassVar[str] = "instant_over"
     skips_slow: ClassVar[bool] = True
+    successor_matters: ClassVar[bool] = False
     speed_over_kmh: float
 
     @property
     def speed_floor_kmh(self) -> float:
+        return self.speed_over_kmh
+
+    @property
+    def prefilter_floor_kmh(self) -> float:
         return self.speed_over_kmh
 
     @property
@@ -77,12 +95,17 @@ class CountOver:
 
     name: ClassVar[str] = "count_over"
     skips_slow: ClassVar[bool] = True
+    successor_matters: ClassVar[bool] = False
     speed_over_kmh: float
     count: int
     within_ms: int
 
     @property
     def speed_floor_kmh(self) -> float:
+        return self.speed_over_kmh
+
+    @property
+    def prefilter_floor_kmh(self) -> float:
         return self.speed_over_kmh
 
     @property
@@ -116,6 +139,7 @@ class DurationOver:
 
     name: ClassVar[str] = "duration_over"
     skips_slow: ClassVar[bool] = False
+    successor_matters: ClassVar[bool] = True
     speed_over_kmh: float
     for_ms: int
     max_gap_ms: int
@@ -123,6 +147,10 @@ class DurationOver:
     @property
     def speed_floor_kmh(self) -> float:
         return _EVERY_READING
+
+    @property
+    def prefilter_floor_kmh(self) -> float:
+        return self.speed_over_kmh
 
     @property
     def threshold_kmh(self) -> float:
@@ -157,12 +185,18 @@ class Deceleration:
 
     name: ClassVar[str] = "deceleration"
     skips_slow: ClassVar[bool] = False
+    successor_matters: ClassVar[bool] = True
     drop_kmh: float
     within_ms: int
 
     @property
     def speed_floor_kmh(self) -> float:
         return _EVERY_READING
+
+    @property
+    def prefilter_floor_kmh(self) -> float:
+        # The largest speed below drop_kmh: "at or below it" is "slower than the drop".
+        return math.nextafter(self.drop_kmh, -math.inf)
 
     @property
     def threshold_kmh(self) -> float:
@@ -200,6 +234,7 @@ class ZoneOver:
 
     name: ClassVar[str] = "zone_over"
     skips_slow: ClassVar[bool] = True
+    successor_matters: ClassVar[bool] = False
     zone_name: str
     speed_over_kmh: float
     # The geometry is not part of the definition: the rule names its zone.
@@ -207,6 +242,10 @@ class ZoneOver:
 
     @property
     def speed_floor_kmh(self) -> float:
+        return self.speed_over_kmh
+
+    @property
+    def prefilter_floor_kmh(self) -> float:
         return self.speed_over_kmh
 
     @property

@@ -334,7 +334,10 @@ def replay(
     dead_path = dead_letter_path(alerts_path)
     progress = Progress()
     book = RuleBook(rules.catalogue, history.vehicle_classes)
-    source = ParquetReadingsSource(files, rules.catalogue.lowest_relevant_kmh, progress=progress)
+    prefilter = rules.catalogue.prefilter
+    source = ParquetReadingsSource(
+        files, prefilter.floor_kmh, progress=progress, keep_successors=prefilter.with_successors
+    )
     flow = build_flow(
         source, JsonlSink(alerts_path), JsonlSink(dead_path), config, history, progress, book
     )

@@ -331,10 +331,12 @@ def backfill(readings: list[Reading], book: RuleBook) -> list[dict[str, Any]]:
         lake_frame(readings).write_parquet(lake / "part-0.parquet")
         out = Path(directory) / "alerts.jsonl"
         progress = Progress(interval_s=3600)
+        prefilter = book.catalogue.prefilter  # as dataflows.backfill drops rows: exactly
         source = ParquetReadingsSource(
             resolve_inputs(str(Path(directory) / "lake")),
-            book.catalogue.lowest_relevant_kmh,
+            prefilter.floor_kmh,
             progress=progress,
+            keep_successors=prefilter.with_successors,
         )
         flow = backfill_flow.build_flow(
             source,
