@@ -3,11 +3,10 @@
 The work is split by truck: partition ``b`` of ``buckets`` holds the trucks whose
 ``truck_id`` hashes to ``b`` (Polars' hash with a fixed seed, the same in every process).
 Each partition scans the files with Polars, sets bad rows apart, drops duplicates and the
-readings that can affect no rule (at or below the lowest limit, which is exact: such a
-reading changes no rule state; with ``keep_successors``, only those whose predecessor of
-the same truck is at or below it too: see ``domain.catalogue.Prefilter``), sorts by
-``(truck_id, ts, event_id)`` and hands out each truck's readings in order, in chunks. Its
-snapshot is the number of chunks handed out.
+readings that can affect no rule (``domain.catalogue.Prefilter``: at or below the lowest
+limit, outside the zones' bounding boxes, ...; exact: such a reading changes no rule
+state), sorts by ``(truck_id, ts, event_id)`` and hands out each truck's readings in
+order, in chunks. Its snapshot is the number of chunks handed out.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
+from domain.catalogue import Prefilter
 from domain.dead_letters import Reason
 from domain.readings import (
     EVENT_ID_RULE,
@@ -152,14 +152,13 @@ class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
     def __init__(
         self,
         files: list[Path],
-        lowest_limit_kmh: float,
+        keep: Prefilter | float,
         buckets: int = 16,
         progress: Progress | None = None,
-        keep_successors: bool = False,
     ) -> None:
+        """``keep``: the readings the rules need (a bare number: those over it)."""
         self._files = files
-        self._lowest = lowest_limit_kmh
-        self._successors = keep_successors
+        self._keep = keep if isinstance(keep, Prefilter) else Prefilter(keep)
         self._buckets = buckets
         self._progress = progress or Progress()
         self._lock = threading.Lock()
@@ -204,23 +203,32 @@ class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
 
     def _good(self, valid: pl.LazyFrame) -> pl.LazyFrame:
         """Valid rows -> deduplicated, sorted, without the readings no rule needs."""
-        over = pl.col("speed_kmh") > self._lowest
-        if not self._successors:
-            # Filter before dedupe: a resend repeats its original's speed, so both go or
-            # both stay, and far fewer rows are left to deduplicate.
+        keep = self._keep
+        speed = pl.col("speed_kmh")
+        needed = speed > keep.over_kmh
+        for limit, (min_lon, min_lat, max_lon, max_lat) in keep.zones:
+            needed |= (
+                (speed > limit)
+                & pl.col("lat").is_between(min_lat, max_lat)
+                & pl.col("lon").is_between(min_lon, max_lon)
+            )
+        if keep.successors_over_kmh is None:
+            # Filter before dedupe: a resend repeats its original's speed and position, so
+            # both go or both stay, and far fewer rows are left to deduplicate.
             return (
-                valid.filter(over)
+                valid.filter(needed)
                 .unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
                 .sort("_bucket", "truck_id", "ts", "event_id")
             )
-        # A slow reading right after a faster one still counts (it ends a run, it can be
-        # the slower reading of a braking pair): predecessors are taken in each truck's
+        # A slow reading right after a faster one still counts (it ends a run, it can be the
+        # slower reading of a braking pair): the one before is taken in each truck's
         # event-time order, after deduplication.
-        after_over = pl.col("speed_kmh").shift(1).over("truck_id") > self._lowest
+        over = keep.successors_over_kmh
+        needed |= (speed > over) | (speed.shift(1).over("truck_id") > over)
         return (
             valid.unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
             .sort("_bucket", "truck_id", "ts", "event_id")
-            .filter(over | after_over)
+            .filter(needed)
         )
 
     def _chunks(self, bucket: int) -> Iterator[list[BackfillItem]]:

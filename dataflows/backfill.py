@@ -206,9 +206,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         path = Path(backfill.alerts_out)
         alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))
     prefilter = catalogue.prefilter
-    source = ParquetReadingsSource(
-        files, prefilter.floor_kmh, progress=progress, keep_successors=prefilter.with_successors
-    )
+    source = ParquetReadingsSource(files, prefilter, progress=progress)
     return build_flow(source, alerts_out, dead_out, config, history, progress, book)
 
 

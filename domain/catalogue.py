@@ -269,14 +269,36 @@ class VersionInForce:
 
 @dataclass(frozen=True)
 class Prefilter:
-    """Which readings a bounded replay may drop before any per-reading Python (the backfill
-    does it in Polars, on each truck's deduplicated readings in event-time order): those at
-    or below ``floor_kmh``, unless ``with_successors`` and the reading before it (of its
-    truck) is above it. Exact: no rule of the catalogue is changed by a dropped reading
-    (domain/rule_kinds.py says why for each kind)."""
+    """Which readings a bounded replay must keep; it may drop the rest before any
+    per-reading Python (the backfill does it in Polars, on each truck's deduplicated
+    readings in event-time order). A reading is kept when one of these holds:
 
-    floor_kmh: float
-    with_successors: bool = False
+    - its speed is over ``over_kmh`` (the lowest limit of the rules that skip slower
+      readings, zone rules apart);
+    - ``successors_over_kmh`` is set (a duration_over or deceleration rule exists) and the
+      reading or the one before it (of its truck) is over it;
+    - for a zone rule ``(limit, (min_lon, min_lat, max_lon, max_lat))`` of ``zones``: it is
+      over the limit and its position lies in the zone's bounding box.
+
+    Exact: a dropped reading changes no rule of the catalogue (domain/rule_kinds.py says why
+    for each kind). A bare limit (the built-in rules) is ``Prefilter(limit)``."""
+
+    over_kmh: float
+    successors_over_kmh: float | None = None
+    zones: tuple[tuple[float, tuple[float, float, float, float]], ...] = ()
+
+    @classmethod
+    def of(cls, kinds: Iterable[Kind]) -> Prefilter:
+        over, successors = math.inf, math.inf
+        zones: set[tuple[float, tuple[float, float, float, float]]] = set()
+        for kind in kinds:
+            if isinstance(kind, ZoneOver):
+                zones.add((kind.prefilter_floor_kmh, kind.zone.bounds))
+            elif kind.successor_matters:
+                successors = min(successors, kind.prefilter_floor_kmh)
+            else:
+                over = min(over, kind.prefilter_floor_kmh)
+        return cls(over, None if successors == math.inf else successors, tuple(sorted(zones)))
 
 
 class Catalogue:
@@ -291,11 +313,7 @@ class Catalogue:
         floors = [v.floor for v in self._in_force]
         # No rule is changed by a reading at or below this: the stream's skip.
         self.lowest_relevant_kmh = min(floors, default=math.inf)
-        kinds = [r.definition.kind for v in self.versions for r in v.rules]
-        self.prefilter = Prefilter(
-            min((k.prefilter_floor_kmh for k in kinds), default=math.inf),
-            any(k.successor_matters for k in kinds),
-        )
+        self.prefilter = Prefilter.of(r.definition.kind for v in self.versions for r in v.rules)
 
     def at(self, ts_ms: int) -> VersionInForce | None:
         index = bisect.bisect_right(self._starts, ts_ms) - 1

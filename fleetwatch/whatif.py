@@ -335,9 +335,7 @@ def replay(
     progress = Progress()
     book = RuleBook(rules.catalogue, history.vehicle_classes)
     prefilter = rules.catalogue.prefilter
-    source = ParquetReadingsSource(
-        files, prefilter.floor_kmh, progress=progress, keep_successors=prefilter.with_successors
-    )
+    source = ParquetReadingsSource(files, prefilter, progress=progress)
     flow = build_flow(
         source, JsonlSink(alerts_path), JsonlSink(dead_path), config, history, progress, book
     )

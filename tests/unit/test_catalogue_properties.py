@@ -334,9 +334,8 @@ def backfill(readings: list[Reading], book: RuleBook) -> list[dict[str, Any]]:
         prefilter = book.catalogue.prefilter  # as dataflows.backfill drops rows: exactly
         source = ParquetReadingsSource(
             resolve_inputs(str(Path(directory) / "lake")),
-            prefilter.floor_kmh,
+            prefilter,
             progress=progress,
-            keep_successors=prefilter.with_successors,
         )
         flow = backfill_flow.build_flow(
             source,

@@ -222,7 +222,7 @@ def test_stream_and_backfill_classify_every_reading_alike(
         pl.col("lon").cast(pl.Float64),
     ).write_parquet(path)
     backfill: dict[str, str | None] = {}
-    source = ParquetReadingsSource([path], lowest_limit_kmh=-1.0, buckets=1)
+    source = ParquetReadingsSource([path], keep=-1.0, buckets=1)
     partition = source.build_part("s", "0", None)
     while True:
         try:
