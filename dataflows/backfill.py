@@ -153,6 +153,7 @@ def build_flow(
         config,
         _no_wall_clock,
         wall_clock=False,
+        sorted_input=True,  # ParquetReadingsSource: each truck's readings sorted, deduplicated
         flow="backfill",
         rule_book=None if book is None else lambda: book,
     )

@@ -115,6 +115,11 @@ class SpeedingRulesStep:
     # Off for bounded replays (backfill): only event time and the end of input release
     # readings there, so no wall clock can touch the results.
     wall_clock: bool = True
+    # The input is each truck's readings already deduplicated and in event-time order (the
+    # backfill's, sorted by Polars): a batch that continues its truck's order goes straight
+    # to the rules, past the timeline (~13% of the backfill's time, measured). One that
+    # does not (a bug upstream) takes the timeline's path, which dead-letters what is late.
+    sorted_input: bool = False
     # Trucks tracked per worker (see the module docstring). 200,000 is about twice the trucks
     # at 1 Hz one worker keeps up with (the alerts flow drains ~110,000 readings/s), and its
     # worst case, every one busy plus as many evicted logics waiting (~1.1 GB), fits the
@@ -273,7 +278,12 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
                 kept = trucks.make_room()
             state = self.state
             config = self._config
-            late, _, overflowed = state.admit(readings, config, released)
+            late: list[int] = []
+            overflowed = 0
+            if self._step.sorted_input and state.timeline.continued_by(readings):
+                released.extend(readings)
+            else:
+                late, _, overflowed = state.admit(readings, config, released)
             if late:
                 outcomes.extend(
                     LateReading(readings[i].truck_id, _raw(readings, raws, i)) for i in late

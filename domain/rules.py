@@ -147,6 +147,23 @@ class TruckTimeline:
             self._passed(released)
         return released
 
+    def continued_by(self, readings: Sequence[Reading]) -> bool:
+        """Whether ``readings`` are in strict event-time order after everything this timeline
+        took (nothing pending, each key above the last); if so they count as released."""
+        if self.pending or not readings:
+            return not readings
+        previous = self.frontier
+        for reading in readings:
+            key = (reading.ts_ms, reading.event_id)
+            if previous is not None and key <= previous:
+                return False
+            previous = key
+        self.frontier = previous
+        last_ts = readings[-1].ts_ms
+        if self.max_ts is None or last_ts > self.max_ts:
+            self.max_ts = last_ts
+        return True
+
     def release_over(self, lateness_ms: int, keep_at_most: int) -> tuple[list[Reading], int]:
         """What ``release`` gives, then the oldest pending readings beyond ``keep_at_most``
         (released early), in order; and how many were released early."""

@@ -3,6 +3,7 @@ restarts that make nothing late."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from bytewax.operators import StatefulBatchLogic
@@ -114,3 +115,20 @@ def test_a_bounded_replay_tracks_every_truck_to_the_end() -> None:
 def arrivals_of(truck: str, *offsets_s: float) -> Arrivals:
     rs = [reading(truck, at=BEGINNING + seconds(s)) for s in offsets_s]
     return Arrivals(rs, [encode_canonical(r) for r in rs])
+
+
+def test_sorted_input_goes_past_the_timeline_and_out_of_order_input_does_not() -> None:
+    """The backfill's fast path: a batch continuing its truck's order is judged at once; one
+    that does not (a bug upstream) takes the timeline's path, where the stale reading is
+    late (and the backfill dead-letters it) and nothing is judged twice."""
+    replay = SpeedingRulesStep(CONFIG, TimeTestingGetter(BEGINNING).get, wall_clock=False)
+    fast = replace(replay, sorted_input=True)
+    in_order = arrivals_of("T1", 0, 1, 2, 3, 4)
+    slow_logic, fast_logic = replay.build(None), fast.build(None)
+    assert slow_logic.on_batch([in_order])[0] == []  # pending until the watermark passes
+    [detection] = fast_logic.on_batch([in_order])[0]
+    assert isinstance(detection, Detection)
+    assert [type(o) for o in slow_logic.on_eof()[0]] == [Detection]
+    assert fast_logic.on_eof()[0] == []
+    behind = fast_logic.on_batch([arrivals_of("T1", 2.5)])[0]
+    assert [type(o) for o in behind] == [LateReading]
