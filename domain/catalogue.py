@@ -188,23 +188,27 @@ class CatalogueRule:
         object.__setattr__(self, "floor", self.definition.kind.speed_floor_kmh)
 
     def judge(self, state: RuleState, reading: Reading, version: int) -> Detection | None:
-        """Cooldown first, the same for every kind (section 9), then the kind."""
+        """Cooldown first, the same for every kind (section 9), then the kind. (The hot loop,
+        ``domain.rules.judge``, does the same inline.)"""
         until = state.cooldown_until
         if until is not None:
             if reading.ts_ms < until:
                 return None  # cooling down: not counted
             state.cooldown_until = None  # counting restarts empty
             state.held.clear()
+        covered = self.definition.kind.judge(state.held, reading)
+        return None if covered is None else self.fired(state, covered, version)
+
+    def fired(self, state: RuleState, covered: Covered, version: int) -> Detection:
+        """The kind fired at the newest of ``covered``: the cooldown starts, the detection."""
         kind = self.definition.kind
-        covered = kind.judge(state.held, reading)
-        if covered is None:
-            return None
         cooldown = self.definition.cooldown_ms
+        newest = covered[-1]
         if cooldown:
-            state.cooldown_until = reading.ts_ms + cooldown  # the alert's window_end + cooldown
+            state.cooldown_until = newest.ts_ms + cooldown  # the alert's window_end + cooldown
         return Detection(
             self.id,
-            reading.truck_id,
+            newest.truck_id,
             covered,
             kind.threshold_kmh,
             version,

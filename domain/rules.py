@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from functools import lru_cache
@@ -237,7 +237,7 @@ def judge(
     # this truck with their states: resolved once per run of readings under one version.
     low = high = 0
     version: VersionInForce | None = None
-    active: list[tuple[CatalogueRule, RuleState]] | None = None
+    active: list[_Active] | None = None
     number = 0
     for reading in released:
         ts = reading.ts_ms
@@ -251,13 +251,26 @@ def judge(
             active = _resolve(states, version, reading.truck_id, classes, book)
             number = version.version.version
         speed = reading.speed_kmh
-        for rule, state in active:
-            if speed <= rule.floor:
+        # CatalogueRule.judge, inline: this runs per reading and rule (~40% of a catalogue
+        # backfill's Python time before it was).
+        for rule, state, held, kind_judge, floor in active:
+            if speed <= floor:
                 continue  # changes nothing for this rule (its kind skips slow readings)
-            detection = rule.judge(state, reading, number)
-            if detection is not None:
-                detections.append(detection)
+            until = state.cooldown_until
+            if until is not None:
+                if ts < until:
+                    continue  # cooling down: not counted
+                state.cooldown_until = None  # counting restarts empty
+                held.clear()
+            covered = kind_judge(held, reading)
+            if covered is not None:
+                detections.append(rule.fired(state, covered, number))
     return detections
+
+
+# A rule that judges this truck with what the hot loop needs of it: its state, the state's
+# held readings, the kind's judge and the speed at or below which it changes nothing.
+_Active = tuple[CatalogueRule, RuleState, list[Reading], Callable[..., Any], float]
 
 
 def _resolve(
@@ -266,7 +279,7 @@ def _resolve(
     truck_id: str,
     classes: Mapping[str, str],
     book: RuleBook,
-) -> list[tuple[CatalogueRule, RuleState]]:
+) -> list[_Active]:
     """The rules of ``version`` that judge this truck, each with its state (a new one where
     the lineage differs)."""
     if len(states) > len(version.judged):
@@ -279,7 +292,8 @@ def _resolve(
                 state.lineage = lineage
             else:
                 state = states[rule.id] = RuleState(lineage)
-        active.append((rule, state))
+        kind = rule.definition.kind
+        active.append((rule, state, state.held, kind.judge, rule.floor))
     return active
 
 
