@@ -61,11 +61,11 @@ class Kind(Protocol):
 _EVERY_READING = float("-inf")
 
 
-@dataclass(frozen=True, slots=True)
-class InstantOver:
-    """One reading over the limit fires at once."""
+class _OverASpeed:
+    """A kind that fires only on readings over ``speed_over_kmh`` and that a slower reading
+    leaves as it was: callers may skip such readings, in the stream and the backfill."""
 
-    name: ClassVar[str] = "instant_over"
+    __slots__ = ()
     skips_slow: ClassVar[bool] = True
     successor_matters: ClassVar[bool] = False
     speed_over_kmh: float
@@ -81,6 +81,14 @@ class InstantOver:
     @property
     def threshold_kmh(self) -> float:
         return self.speed_over_kmh
+
+
+@dataclass(frozen=True, slots=True)
+class InstantOver(_OverASpeed):
+    """One reading over the limit fires at once."""
+
+    name: ClassVar[str] = "instant_over"
+    speed_over_kmh: float
 
     def judge(self, held: list[Reading], reading: Reading) -> Covered | None:
         return (reading,) if reading.speed_kmh > self.speed_over_kmh else None
@@ -90,27 +98,13 @@ class InstantOver:
 
 
 @dataclass(frozen=True, slots=True)
-class CountOver:
+class CountOver(_OverASpeed):
     """``count`` readings over the limit, the oldest and newest at most ``within`` apart."""
 
     name: ClassVar[str] = "count_over"
-    skips_slow: ClassVar[bool] = True
-    successor_matters: ClassVar[bool] = False
     speed_over_kmh: float
     count: int
     within_ms: int
-
-    @property
-    def speed_floor_kmh(self) -> float:
-        return self.speed_over_kmh
-
-    @property
-    def prefilter_floor_kmh(self) -> float:
-        return self.speed_over_kmh
-
-    @property
-    def threshold_kmh(self) -> float:
-        return self.speed_over_kmh
 
     def judge(self, held: list[Reading], reading: Reading) -> Covered | None:
         if reading.speed_kmh <= self.speed_over_kmh:
@@ -229,28 +223,14 @@ class Deceleration:
 
 
 @dataclass(frozen=True, slots=True)
-class ZoneOver:
+class ZoneOver(_OverASpeed):
     """A reading inside the zone (or on its boundary) and over the limit fires at once."""
 
     name: ClassVar[str] = "zone_over"
-    skips_slow: ClassVar[bool] = True
-    successor_matters: ClassVar[bool] = False
     zone_name: str
     speed_over_kmh: float
     # The geometry is not part of the definition: the rule names its zone.
     zone: Zone = field(compare=False, repr=False)
-
-    @property
-    def speed_floor_kmh(self) -> float:
-        return self.speed_over_kmh
-
-    @property
-    def prefilter_floor_kmh(self) -> float:
-        return self.speed_over_kmh
-
-    @property
-    def threshold_kmh(self) -> float:
-        return self.speed_over_kmh
 
     def judge(self, held: list[Reading], reading: Reading) -> Covered | None:
         if reading.speed_kmh <= self.speed_over_kmh:
