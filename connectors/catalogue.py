@@ -167,7 +167,13 @@ class CatalogueStore:
         signature = self.signature()
         if signature == self._seen:
             return []
+        problems = self._read()
+        # Only once read: a read that raised is tried again at the next refresh.
         self._seen = signature
+        return problems
+
+    def _read(self) -> list[Problem]:
+        """Read the directory and the zones; swap in what is valid; the problems."""
         problems: list[Problem] = []
         zones = self._reload_zones(problems)
         try:

@@ -212,19 +212,14 @@ class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
                 & pl.col("lat").is_between(min_lat, max_lat)
                 & pl.col("lon").is_between(min_lon, max_lon)
             )
-        if keep.successors_over_kmh is None:
-            # Filter before dedupe: a resend repeats its original's speed and position, so
-            # both go or both stay, and far fewer rows are left to deduplicate.
-            return (
-                valid.filter(needed)
-                .unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
-                .sort("_bucket", "truck_id", "ts", "event_id")
-            )
-        # A slow reading right after a faster one still counts (it ends a run, it can be the
-        # slower reading of a braking pair): the one before is taken in each truck's
-        # event-time order, after deduplication.
-        over = keep.successors_over_kmh
-        needed |= (speed > over) | (speed.shift(1).over("truck_id") > over)
+        if keep.successors_over_kmh is not None:
+            # A slow reading right after a faster one still counts (it ends a run, it can be
+            # the slower reading of a braking pair): the one before is taken in each truck's
+            # event-time order, after deduplication.
+            over = keep.successors_over_kmh
+            needed |= (speed > over) | (speed.shift(1).over("truck_id") > over)
+        # Deduplicated before the filter: of two rows with one event id, the first stays,
+        # as in the stream, whatever the other holds and whatever the catalogue.
         return (
             valid.unique(subset=["truck_id", "event_id"], keep="first", maintain_order=True)
             .sort("_bucket", "truck_id", "ts", "event_id")

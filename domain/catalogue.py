@@ -8,10 +8,15 @@ answers which version judges a reading (the latest ``effective_from`` <= its ts)
 State across versions. A rule's state for a truck carries on from one reading to the next
 only if the rule's *definition* (everything but ``severity``, defaults filled in, scope lists
 as sets) is the same in every version from the one to the other. ``Catalogue`` gives each
-(version, rule) a *lineage*: a text naming the first version of the unbroken run of equal
-definitions it belongs to, and the definition. A state remembers its lineage; a rule that
-finds a different one starts empty. Lineages are plain text, so recovery snapshots hold
-them, and a restart with a changed directory resets exactly what a live change would have.
+(version, rule) its *lineage*, a text naming the rule and its definition (a digest of a
+canonical form: the same in every process and after every restart), and the *run start*:
+the ``effective_from`` of the first version of the unbroken run of versions with that
+definition. A state remembers its lineage and the ts of the last reading that reached it;
+it carries on only if the lineage is the same and the run started at or before that ts,
+i.e. every version from that reading's to this one has the definition. Both are plain
+data, so recovery snapshots hold them, and the check is against the catalogue in force
+now: a restart with a changed directory, or a version added or removed in the past, resets
+exactly what judging all the readings with the new catalogue would have reset.
 
 The built-in catalogue (``builtin_catalogue``) is section 4's two rules from the FLEET_*
 knobs, as version 0 in force from the beginning of time, with today's alert ids and
@@ -101,6 +106,13 @@ class Scope:
     trucks: frozenset[str] | None = None
     vehicle_classes: frozenset[str] | None = None
 
+    def __repr__(self) -> str:
+        # Sorted: a frozenset's order depends on the process's hash seed, and this text is
+        # hashed into lineages, which must be the same after a restart.
+        trucks = None if self.trucks is None else sorted(self.trucks)
+        classes = None if self.vehicle_classes is None else sorted(self.vehicle_classes)
+        return f"Scope(trucks={trucks!r}, vehicle_classes={classes!r})"
+
     def matches(self, truck_id: str, vehicle_class: str | None) -> bool:
         if self.vehicle_classes is not None and vehicle_class not in self.vehicle_classes:
             return False
@@ -146,23 +158,29 @@ class RuleState:
     """One rule's state for one truck: its lineage, its cooldown, the readings its kind
     holds. Plain and small: it is part of the truck's recovery snapshot."""
 
-    __slots__ = ("cooldown_until", "held", "lineage")
+    __slots__ = ("cooldown_until", "held", "last_ts", "lineage")
 
     def __init__(
-        self, lineage: str, cooldown_until: int | None = None, held: list[Reading] | None = None
+        self,
+        lineage: str,
+        cooldown_until: int | None = None,
+        held: list[Reading] | None = None,
+        last_ts: int | None = None,
     ) -> None:
         self.lineage = lineage
         self.cooldown_until = cooldown_until
         self.held: list[Reading] = [] if held is None else held
+        # The ts of the last reading that reached this state (None: none yet).
+        self.last_ts = last_ts
 
     def copy(self) -> RuleState:
-        return RuleState(self.lineage, self.cooldown_until, list(self.held))
+        return RuleState(self.lineage, self.cooldown_until, list(self.held), self.last_ts)
 
-    def __getstate__(self) -> tuple[str, int | None, list[Reading]]:
-        return (self.lineage, self.cooldown_until, self.held)
+    def __getstate__(self) -> tuple[str, int | None, list[Reading], int | None]:
+        return (self.lineage, self.cooldown_until, self.held, self.last_ts)
 
-    def __setstate__(self, state: tuple[str, int | None, list[Reading]]) -> None:
-        self.lineage, self.cooldown_until, self.held = state
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.lineage, self.cooldown_until, self.held, self.last_ts = state
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RuleState):
@@ -172,7 +190,9 @@ class RuleState:
     __hash__ = None  # type: ignore[assignment]  # mutable: equal by value, never a key
 
     def __repr__(self) -> str:
-        return f"RuleState({self.lineage!r}, {self.cooldown_until!r}, {self.held!r})"
+        return (
+            f"RuleState({self.lineage!r}, {self.cooldown_until!r}, {self.held!r}, {self.last_ts!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -236,7 +256,8 @@ class CatalogueVersion:
         )
 
 
-Judged = tuple[tuple[CatalogueRule, str], ...]  # (rule, lineage), in the file's order
+# (rule, lineage, run start), in the file's order
+Judged = tuple[tuple[CatalogueRule, str, int], ...]
 
 
 class VersionInForce:
@@ -248,9 +269,9 @@ class VersionInForce:
     def __init__(self, version: CatalogueVersion, judged: Judged) -> None:
         self.version = version
         self.judged = judged
-        kinds = [rule.definition.kind for rule, _ in judged]
+        kinds = [rule.definition.kind for rule, _, _ in judged]
         self.floor = min((k.speed_floor_kmh for k in kinds), default=math.inf)
-        self._scoped = any(not rule.definition.scope.everyone for rule, _ in judged)
+        self._scoped = any(not rule.definition.scope.everyone for rule, _, _ in judged)
         # (truck_id, vehicle class) -> the rules that judge it; bounded, rebuilt as needed.
         self._by_truck: dict[tuple[str, str | None], Judged] = {}
 
@@ -263,9 +284,9 @@ class VersionInForce:
             if len(self._by_truck) >= 100_000:
                 self._by_truck.clear()
             found = tuple(
-                (rule, lineage)
-                for rule, lineage in self.judged
-                if rule.definition.scope.matches(truck_id, vehicle_class)
+                judged
+                for judged in self.judged
+                if judged[0].definition.scope.matches(truck_id, vehicle_class)
             )
             self._by_truck[key] = found
         return found
@@ -367,22 +388,28 @@ def _refuse_clashes(ordered: Sequence[CatalogueVersion]) -> None:
 
 
 def _lineages(ordered: Sequence[CatalogueVersion]) -> Iterable[VersionInForce]:
-    """Each rule's lineage: the version where its unbroken run of equal definitions began."""
-    previous: dict[str, tuple[Definition, str]] = {}
+    """Each rule's lineage (its id and definition) and where its unbroken run of versions
+    with that definition began."""
+    previous: dict[str, tuple[str, int]] = {}
     for v in ordered:
-        current: dict[str, tuple[Definition, str]] = {}
-        judged: list[tuple[CatalogueRule, str]] = []
+        current: dict[str, tuple[str, int]] = {}
+        judged: list[tuple[CatalogueRule, str, int]] = []
         for rule in v.rules:
+            lineage = lineage_of(rule)
             before = previous.get(rule.id)
-            if before is not None and before[0] == rule.definition:
-                lineage = before[1]
-            else:
-                digest = hashlib.sha256(repr(rule.definition).encode()).hexdigest()[:12]
-                lineage = f"{rule.id}@{v.version}:{digest}"
-            current[rule.id] = (rule.definition, lineage)
-            judged.append((rule, lineage))
+            unbroken = before is not None and before[0] == lineage
+            start = before[1] if before is not None and unbroken else v.effective_from_ms
+            current[rule.id] = (lineage, start)
+            judged.append((rule, lineage, start))
         previous = current
         yield VersionInForce(v, tuple(judged))
+
+
+def lineage_of(rule: CatalogueRule) -> str:
+    """The rule's id and a digest of its definition's canonical text (the same in every
+    process: no set order, no object ids)."""
+    digest = hashlib.sha256(repr(rule.definition).encode()).hexdigest()[:16]
+    return f"{rule.id}:{digest}"
 
 
 @dataclass(frozen=True)
@@ -692,7 +719,7 @@ class _Fields:
             self.parser.fail(self.rule_id, name, "is required")
             return None
         above = f"over {low:g}" if exclusive_low else f"from {low:g}"
-        if not _is_number(value) or not math.isfinite(value):
+        if not _is_number(value) or not _finite(value):
             self.parser.fail(self.rule_id, name, f"must be a number {above} to {high:g}")
             return None
         if value > high or value < low or (exclusive_low and value == low):
@@ -700,6 +727,9 @@ class _Fields:
             return None
         if name in _TIME_FIELDS and abs(value * 1000 - round(value * 1000)) > 1e-6:
             self.parser.fail(self.rule_id, name, _WHOLE_MS)
+            return None
+        if name in _TIME_FIELDS and exclusive_low and round(value * 1000) == 0:
+            self.parser.fail(self.rule_id, name, "must be at least 1 ms")
             return None
         return float(value)
 
@@ -716,6 +746,13 @@ class _Fields:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _is_number(value: object) -> bool:

@@ -36,7 +36,6 @@ from functools import lru_cache
 from typing import Any
 
 from domain.catalogue import (
-    BUILTIN_VERSION,
     CatalogueRule,
     Detection,
     Judged,
@@ -256,6 +255,7 @@ def judge(
         for rule, state, held, kind_judge, floor in active:
             if speed <= floor:
                 continue  # changes nothing for this rule (its kind skips slow readings)
+            state.last_ts = ts
             until = state.cooldown_until
             if until is not None:
                 if ts < until:
@@ -285,37 +285,32 @@ def _resolve(
     if len(states) > len(version.judged):
         _forget_removed(states, version.judged)
     active = []
-    for rule, lineage in version.rules_for(truck_id, classes.get(truck_id)):
+    for rule, lineage, run_start in version.rules_for(truck_id, classes.get(truck_id)):
         state = states.get(rule.id)
-        if state is None or state.lineage != lineage:
-            if state is not None and _carries_on(state.lineage, lineage, rule, book):
-                state.lineage = lineage
-            else:
-                state = states[rule.id] = RuleState(lineage)
+        if state is None or not _carries_on(state, lineage, run_start, rule):
+            state = states[rule.id] = RuleState(lineage)
         kind = rule.definition.kind
         active.append((rule, state, state.held, kind.judge, rule.floor))
     return active
 
 
-def _carries_on(held: str, lineage: str, rule: CatalogueRule, book: RuleBook) -> bool:
-    """Whether a state of another lineage is this rule's all the same: a snapshot from before
-    the catalogue, for a built-in rule; or, when FLEET_RULES replaces the knobs, a built-in
-    rule's state for the same rule in the catalogue's first version with the same definition
-    (the built-in catalogue then reads as version 0 just before it, so nothing resets)."""
-    if held == LEGACY_LINEAGE:
-        return rule.builtin
-    prefix = f"{rule.id}@{BUILTIN_VERSION}:"
-    if not held.startswith(prefix) or rule.builtin:
-        return False
-    versions = book.catalogue.versions
-    first = f"{rule.id}@{versions[0].version}:" if versions else None
-    return lineage.startswith(first or "\0") and held[len(prefix) :] == lineage[len(first or "") :]
+def _carries_on(state: RuleState, lineage: str, run_start: int, rule: CatalogueRule) -> bool:
+    """Whether ``state`` is this rule's to go on with: the same definition, and in force
+    without a break since the last reading that reached the state (domain/catalogue.py).
+    This also carries the built-in rules' state into a catalogue whose first version has
+    the same definitions and is in force since (the migration from the knobs), and a
+    snapshot from before the catalogue into the built-in rules."""
+    if state.lineage == LEGACY_LINEAGE and rule.builtin:
+        state.lineage, state.last_ts = lineage, run_start
+        return True
+    last = state.last_ts
+    return state.lineage == lineage and last is not None and run_start <= last
 
 
 def _forget_removed(states: dict[str, RuleState], judged: Judged) -> None:
     """A rule missing from the version in force starts empty if it comes back (a later
     version gives it a new lineage): its state can go."""
-    present = {rule.id for rule, _ in judged}
+    present = {rule.id for rule, _, _ in judged}
     for rule_id in [r for r in states if r not in present]:
         del states[rule_id]
 

@@ -9,8 +9,9 @@ inside), false in a hole. GeoJSON positions are ``[lon, lat]``.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,12 +37,18 @@ class Zone:
     # costs ~0.1 us where shapely's ufunc costs ~3 us even for a far point (measured).
     bounds: tuple[float, float, float, float]
 
+    # GEOS is not safe for concurrent first use of one geometry (libgeos/geos#825), and
+    # shapely releases the GIL in the call: Bytewax's worker threads share a zone, so its
+    # queries take turns (measured: two threads on fresh zones crashed 3 runs of 3 without).
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     def contains(self, lat: float, lon: float) -> bool:
         """Inside or on the boundary."""
         min_lon, min_lat, max_lon, max_lat = self.bounds
         if lon < min_lon or lon > max_lon or lat < min_lat or lat > max_lat:
             return False
-        return bool(self._intersects_xy(self.geometry, lon, lat))
+        with self._lock:
+            return bool(self._intersects_xy(self.geometry, lon, lat))
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,10 @@ def _finite_positions(coordinates: Any, depth: int = 0) -> bool:
     if not isinstance(coordinates, list) or not coordinates or depth > 3:
         return False
     if all(isinstance(c, int | float) and not isinstance(c, bool) for c in coordinates):
-        if len(coordinates) < 2 or not all(math.isfinite(c) for c in coordinates):
+        try:  # an integer too large for a float overflows: no position either
+            if len(coordinates) < 2 or not all(math.isfinite(c) for c in coordinates):
+                return False
+        except OverflowError:
             return False
         lon, lat = coordinates[0], coordinates[1]
         return bool(-180 <= lon <= 180 and -90 <= lat <= 90)

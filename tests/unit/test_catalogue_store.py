@@ -85,7 +85,7 @@ def rules_at(catalogue: Catalogue, at: str) -> dict[str, float]:
     """The rules judging a reading at ``at``: id -> the rule's speed."""
     in_force = catalogue.at(ms(at) + 1)
     assert in_force is not None, f"no version in force at {at}"
-    return {rule.id: rule.definition.kind.threshold_kmh for rule, _ in in_force.judged}
+    return {rule.id: rule.definition.kind.threshold_kmh for rule, _, _ in in_force.judged}
 
 
 def version_at(catalogue: Catalogue, at: str) -> int:
@@ -464,7 +464,7 @@ def write_zones(path: Path, *features: dict[str, Any]) -> None:
 def fires_at(store: CatalogueStore, lat: float, lon: float) -> bool:
     in_force = store.current().at(ms(JAN) + 1)
     assert in_force is not None
-    [(rule, lineage)] = in_force.judged
+    [(rule, lineage, _)] = in_force.judged
     reading = Reading("e1", "T00001", ms(JAN) + 1, 50.0, lat, lon)
     return rule.judge(RuleState(lineage), reading, in_force.version.version) is not None
 

@@ -193,7 +193,7 @@ def test_the_newest_version_scopes_rules_by_vehicle_class_and_by_truck() -> None
 def test_the_built_in_rules_keep_their_state_across_the_change_to_version_2() -> None:
     catalogue = sample()
     lineages = [
-        {rule.id: lineage for rule, lineage in in_force(catalogue, ts).judged}
+        {rule.id: (lineage, start) for rule, lineage, start in in_force(catalogue, ts).judged}
         for ts in (DECEMBER - 1, DECEMBER)
     ]
     for rule_id in ("instant_overspeed", "sustained_speeding"):
