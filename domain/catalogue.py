@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -534,11 +534,7 @@ class _Parser:
             self.fail(None, str(key), "unknown field (expected version, effective_from, rules)")
         self.repeated(None, document)
         number = document.get("version")
-        if (
-            not isinstance(number, int)
-            or isinstance(number, bool)
-            or not 1 <= number <= MAX_VERSION
-        ):
+        if not _is_int(number) or not 1 <= number <= MAX_VERSION:
             self.fail(None, "version", f"must be an integer from 1 to {MAX_VERSION}")
             number = 0
         effective = self.effective_from(document.get("effective_from"))
@@ -744,7 +740,7 @@ class _Fields:
         return int(value)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

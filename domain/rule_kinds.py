@@ -7,8 +7,8 @@ in the window, the run so far, the previous reading), which it updates; it retur
 covered readings when the rule fires. Cooldown is the same for every kind and lives in
 ``CatalogueRule.judge`` (domain/catalogue.py), not here.
 
-``skips_slow``: a reading at or below ``speed_over_kmh`` changes nothing for this kind, so
-callers may skip it (the stream's and the backfill's fast path). ``duration_over`` (a slow
+``speed_floor_kmh``: a reading at or below it changes nothing for this kind, so callers
+may skip it (the stream's and the backfill's fast path). ``duration_over`` (a slow
 reading ends the run) and ``deceleration`` (every reading is someone's previous one) must
 see every reading, except one thing (the backfill's prefilter): a reading at or below
 ``prefilter_floor_kmh`` whose predecessor is too changes nothing for them either
@@ -33,7 +33,6 @@ Covered = tuple[Reading, ...]
 
 class Kind(Protocol):
     name: ClassVar[str]
-    skips_slow: ClassVar[bool]
 
     @property
     def speed_floor_kmh(self) -> float:
@@ -61,12 +60,24 @@ class Kind(Protocol):
 _EVERY_READING = float("-inf")
 
 
+class _EveryReading:
+    """A kind that every reading may change (a slower one ends a run, or is the next
+    reading's previous one): never skipped in the stream; in the backfill's prefilter only
+    with its predecessor (``successor_matters``)."""
+
+    __slots__ = ()
+    successor_matters: ClassVar[bool] = True
+
+    @property
+    def speed_floor_kmh(self) -> float:
+        return _EVERY_READING
+
+
 class _OverASpeed:
     """A kind that fires only on readings over ``speed_over_kmh`` and that a slower reading
     leaves as it was: callers may skip such readings, in the stream and the backfill."""
 
     __slots__ = ()
-    skips_slow: ClassVar[bool] = True
     successor_matters: ClassVar[bool] = False
     speed_over_kmh: float
 
@@ -127,20 +138,14 @@ class CountOver(_OverASpeed):
 
 
 @dataclass(frozen=True, slots=True)
-class DurationOver:
+class DurationOver(_EveryReading):
     """A run of consecutive readings over the limit, gaps at most ``max_gap``, that has
     lasted ``for_`` fires at its first reading that reaches it, covering the run so far."""
 
     name: ClassVar[str] = "duration_over"
-    skips_slow: ClassVar[bool] = False
-    successor_matters: ClassVar[bool] = True
     speed_over_kmh: float
     for_ms: int
     max_gap_ms: int
-
-    @property
-    def speed_floor_kmh(self) -> float:
-        return _EVERY_READING
 
     @property
     def prefilter_floor_kmh(self) -> float:
@@ -172,20 +177,14 @@ class DurationOver:
 
 
 @dataclass(frozen=True, slots=True)
-class Deceleration:
+class Deceleration(_EveryReading):
     """Consecutive readings r1, r2 with 0 < r2.ts - r1.ts <= ``within`` whose speed fell by
     at least ``drop_kmh`` fire at r2, covering both. The pair is used up: r2 is nobody's
     previous reading."""
 
     name: ClassVar[str] = "deceleration"
-    skips_slow: ClassVar[bool] = False
-    successor_matters: ClassVar[bool] = True
     drop_kmh: float
     within_ms: int
-
-    @property
-    def speed_floor_kmh(self) -> float:
-        return _EVERY_READING
 
     @property
     def prefilter_floor_kmh(self) -> float:
