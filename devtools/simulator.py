@@ -133,21 +133,31 @@ class FleetSimulator:
             return round(rng.uniform(91.0, 118.0), 1)
         return round(min(max(rng.gauss(74.0, 7.0), 0.0), 89.0), 1)
 
+    def _motion(self, truck: _Truck, round_index: int) -> tuple[float, float | None, float | None]:
+        """Speed, lat and lon of ``truck``'s reading of round ``round_index`` (lat and lon
+        None: no position). Here a random walk; ``devtools.road_fleet`` drives on roads."""
+        rng = self._rng
+        truck.lat = min(max(truck.lat + rng.uniform(-0.01, 0.01), -90.0), 90.0)
+        truck.lon = min(max(truck.lon + rng.uniform(-0.01, 0.01), -180.0), 180.0)
+        has_position = rng.random() < 0.9
+        speed_kmh = self._next_speed(truck)
+        if not has_position:
+            return speed_kmh, None, None
+        return speed_kmh, round(truck.lat, 5), round(truck.lon, 5)
+
     def _reading_message(self, truck: _Truck, round_index: int) -> SimulatedMessage:
         rng = self._rng
         jitter_ms = int(rng.random() * self.config.disorder_s * 1000)
         ts_ms = self._nominal_ms(truck, round_index) - jitter_ms
         truck.seq += 1
-        truck.lat = min(max(truck.lat + rng.uniform(-0.01, 0.01), -90.0), 90.0)
-        truck.lon = min(max(truck.lon + rng.uniform(-0.01, 0.01), -180.0), 180.0)
-        has_position = rng.random() < 0.9
+        speed_kmh, lat, lon = self._motion(truck, round_index)
         reading = Reading(
             event_id=f"{truck.truck_id}-{truck.seq:09d}",
             truck_id=truck.truck_id,
             ts_ms=ts_ms,
-            speed_kmh=self._next_speed(truck),
-            lat=round(truck.lat, 5) if has_position else None,
-            lon=round(truck.lon, 5) if has_position else None,
+            speed_kmh=speed_kmh,
+            lat=lat,
+            lon=lon,
         )
         document: dict[str, object] = {
             "event_id": reading.event_id,
@@ -156,7 +166,7 @@ class FleetSimulator:
             "speed_kmh": reading.speed_kmh,
             "fw": "2.4.1",  # an unknown extra field, which the contract allows
         }
-        if has_position:
+        if reading.lat is not None:
             document["lat"] = reading.lat
             document["lon"] = reading.lon
         payload = json.dumps(document, separators=(",", ":")).encode()
