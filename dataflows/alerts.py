@@ -26,7 +26,7 @@ Scale:  ``-w N`` / ``-i/-a``: Kafka partitions are spread over workers, trucks o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,11 +43,12 @@ from connectors.kafka import (
 )
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.liveness import InputClock, InputLiveness
+from connectors.road_limits import PostedLimits
 from dataflows._canonical import as_dead_letter, decode_telemetry, not_after_all
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_kafka
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
-from dataflows._rules import RuleBooks, live_catalogue
+from dataflows._rules import RuleBooks, live_catalogue, posted_limits
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
 from domain.catalogue import CatalogueError, RuleBook
@@ -66,13 +67,21 @@ _RECORDS_IN = READINGS_IN.labels("alerts")
 _LATE = LATE_READINGS.labels("alerts")
 
 
+def no_vehicle_classes() -> Mapping[str, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class TelemetryDecoder:
-    """Kafka fetches -> each truck's readings (keyed by truck), or dead letters."""
+    """Kafka fetches -> each truck's readings (keyed by truck), or dead letters. With
+    ``limits``, each reading gets its posted limit for its truck's vehicle class (one bulk
+    map match per batch of fetches)."""
 
     topics: Topics
     now: Callable[[], datetime]
     max_future_ms: int = 300_000  # FLEET_MAX_FUTURE_S, from each record's Kafka timestamp
+    limits: PostedLimits | None = None
+    vehicle_classes: Callable[[], Mapping[str, str]] = no_vehicle_classes
 
     def decode_batch(self, fetches: list[Fetch]) -> list[TruckArrivals | DeadLetter]:
         """Decode and group by truck, keeping each truck's arrival order."""
@@ -96,11 +105,17 @@ class TelemetryDecoder:
                             outcome, Stage.ALERTS, self.topics.telemetry, value, received_at
                         )
                     )
+        if self.limits is not None and by_truck:
+            self.limits.attach([a.readings for a in by_truck.values()], self.vehicle_classes())
         return [*by_truck.items(), *dead_letters]
 
 
 def no_history() -> HistoryIndex | None:
     return None
+
+
+def _vehicle_classes(history: HistoryIndex | None) -> Mapping[str, str]:
+    return history.vehicle_classes if history is not None else {}
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,7 @@ def build_flow(
     schedule_clock: Callable[[], datetime] = utc_now,
     dead_letters: Sink[OutboundRecord] | None = None,
     rule_book: Callable[[], RuleBook] | None = None,
+    limits: PostedLimits | None = None,
 ) -> Dataflow:
     """The alerts flow. Three clocks, each for what it is good for: ``now``, processing time,
     stamps what the flow emits (detected_at, DLQ received_at); ``quiet_clock`` times quiet
@@ -169,8 +185,11 @@ def build_flow(
     paused while the input stalls); ``schedule_clock`` is the one Bytewax compares
     notifications with, its own wall clock, whatever ``now`` is in a test. ``history``
     returns the driver history in use. ``dead_letters``: the DLQ sink (default ``sink``).
-    ``rule_book`` returns the rules in force (default: section 4's rules from ``config``)."""
-    decoder = TelemetryDecoder(topics, now, max_future_ms)
+    ``rule_book`` returns the rules in force (default: section 4's rules from ``config``);
+    ``limits``: the road network that gives readings their posted limits (default none)."""
+    decoder = TelemetryDecoder(
+        topics, now, max_future_ms, limits, lambda: _vehicle_classes(history())
+    )
     rules = SpeedingRulesStep(
         config,
         schedule_clock,
@@ -202,6 +221,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     topics = settings.topics
     used = [topics.telemetry, topics.alerts, topics.late, topics.dlq, topics.heartbeats]
     prepare("alerts", settings, ["kafka", "topics", "rules", "stream", "history"], used)
+    limits = posted_limits(settings.rules)
     # A truck is quiet only while the input flows: outages do not count (connectors/liveness.py).
     liveness = InputLiveness(forget_s=settings.stream.bridge_forget_s)
     HeartbeatMonitor(settings.kafka.config(), topics.heartbeats, liveness, utc_now).start()
@@ -229,6 +249,7 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         quiet_clock=input_clock.now,
         dead_letters=dead_letters,
         rule_book=RuleBooks(catalogue, history.current),
+        limits=limits,
     )
 
 

@@ -44,10 +44,11 @@ from connectors.parquet_input import (
     TruckReadings,
     resolve_inputs,
 )
+from connectors.road_limits import PostedLimits
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_line
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
-from dataflows._rules import fixed_catalogue
+from dataflows._rules import fixed_catalogue, posted_limits
 from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
 from domain.alerts import build_alert, encode_alert
 from domain.catalogue import CatalogueError, RuleBook
@@ -81,6 +82,7 @@ class BackfillLines:
     progress: Progress
     source: str = "backfill"  # the dead letters' source_topic for unprocessable alerts
     now: Callable[[], datetime] = utc_now
+    limits: PostedLimits | None = None  # posted limits for the readings (one match a chunk)
 
     def arrivals(self, items: list[BackfillItem]) -> list[tuple[str, Arrivals] | DeadLetter]:
         """Each truck's sorted readings to the rules; a bad row is a dead letter."""
@@ -98,6 +100,11 @@ class BackfillLines:
                         Stage.BACKFILL, item.reason, item.detail, item.source, item.raw, received_at
                     )
                 )
+        if self.limits is not None:
+            classes = self.history.vehicle_classes if self.history is not None else {}
+            self.limits.attach(
+                [item.readings for item in items if isinstance(item, TruckReadings)], classes
+            )
         return out
 
     def alert_lines(self, keyed: tuple[str, Outcome]) -> list[KeyedLine | DeadLetter]:
@@ -146,8 +153,10 @@ def build_flow(
     history: HistoryIndex | None,
     progress: Progress,
     rule_book: RuleBook | None = None,
+    limits: PostedLimits | None = None,
 ) -> Dataflow:
-    """``rule_book``: the rules (default: section 4's from ``config``), fixed for the run."""
+    """``rule_book``: the rules (default: section 4's from ``config``), fixed for the run;
+    ``limits``: the road network that gives readings their posted limits (default none)."""
     book = rule_book
     rules = SpeedingRulesStep(
         config,
@@ -157,7 +166,7 @@ def build_flow(
         flow="backfill",
         rule_book=None if book is None else lambda: book,
     )
-    lines = BackfillLines(history, progress)
+    lines = BackfillLines(history, progress, limits=limits)
 
     flow = Dataflow("backfill")
     items = op.input("parquet_source", flow, source)  # TruckReadings (sorted) | BadRow
@@ -208,7 +217,8 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))
     prefilter = catalogue.prefilter
     source = ParquetReadingsSource(files, prefilter, progress=progress)
-    return build_flow(source, alerts_out, dead_out, config, history, progress, book)
+    limits = posted_limits(settings.rules)
+    return build_flow(source, alerts_out, dead_out, config, history, progress, book, limits)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

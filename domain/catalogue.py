@@ -46,6 +46,7 @@ from domain.rule_kinds import (
     DurationOver,
     InstantOver,
     Kind,
+    PostedLimitOver,
     ZoneOver,
 )
 from domain.timestamps import BadTimestamp, format_rfc3339_ms, parse_rfc3339_ms
@@ -68,8 +69,7 @@ MAX_GAP_S = 3_600.0
 MAX_COOLDOWN_S = 30 * 86_400.0
 DEFAULT_COOLDOWN_S = 600.0
 DEFAULT_MAX_GAP_S = 30.0
-# Kinds a later release brings: refused with a message that says so, not "unknown kind".
-NOT_YET = {"posted_limit_over": "needs posted speed limits (FLEET_ROADS), not in this release"}
+MAX_OVER_PCT = 1_000.0  # posted_limit_over: 11 times the limit is no longer "speeding"
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +230,7 @@ class CatalogueRule:
             self.id,
             newest.truck_id,
             covered,
-            kind.threshold_kmh,
+            kind.threshold_of(covered),
             version,
             None if self.builtin else self.critical,
             {} if self.builtin else kind.details(covered),
@@ -494,6 +494,7 @@ _KIND_KEYS = {
     "duration_over": frozenset({"speed_over_kmh", "for_s", "max_gap_s"}),
     "deceleration": frozenset({"drop_kmh", "within_s"}),
     "zone_over": frozenset({"zone", "speed_over_kmh"}),
+    "posted_limit_over": frozenset({"over_kmh", "over_pct", "for_s", "max_gap_s"}),
 }
 KINDS = tuple(_KIND_KEYS)
 
@@ -601,9 +602,6 @@ class _Parser:
         if not isinstance(kind_name, str):
             self.fail(rule_id, "kind", f"must be one of {', '.join(KINDS)}")
             return None
-        if kind_name in NOT_YET:
-            self.fail(rule_id, "kind", f"{kind_name} {NOT_YET[kind_name]}")
-            return None
         if kind_name not in _KIND_KEYS:
             self.fail(rule_id, "kind", f"must be one of {', '.join(KINDS)}")
             return None
@@ -630,6 +628,14 @@ class _Parser:
             if drop is None or within is None:
                 return None
             return Deceleration(drop, round(within * 1000))
+        if name == "posted_limit_over":
+            over = fields.number("over_kmh", 0.0, MAX_SPEED_KMH, 0.0)
+            pct = fields.number("over_pct", 0.0, MAX_OVER_PCT, 0.0)
+            for_s = fields.number("for_s", 0.0, MAX_FOR_S, 0.0)
+            gap = fields.number("max_gap_s", 0.0, MAX_GAP_S, DEFAULT_MAX_GAP_S, exclusive_low=True)
+            if over is None or pct is None or for_s is None or gap is None:
+                return None
+            return PostedLimitOver(over, pct, round(for_s * 1000), round(gap * 1000))
         speed = fields.number("speed_over_kmh", 0.0, MAX_SPEED_KMH)
         if name == "instant_over":
             return None if speed is None else InstantOver(speed)

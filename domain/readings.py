@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import msgspec
 
 from domain.dead_letters import Reason
+from domain.speed_limits import RoadLimit
 from domain.timestamps import (
     EPOCH,
     BadTimestamp,
@@ -44,7 +45,10 @@ _ONE_MS = timedelta(milliseconds=1)
 
 
 class Reading(msgspec.Struct, frozen=True, gc=False):
-    """One validated telemetry reading; ``ts_ms`` is UTC epoch milliseconds."""
+    """One validated telemetry reading; ``ts_ms`` is UTC epoch milliseconds.
+    ``posted_limit``: the limit of the road it was matched to, for its truck (CONTRACT.md
+    section 10); set by the flows before the rules (connectors/road_limits.py), never by a
+    sender, and not part of the wire form."""
 
     event_id: str
     truck_id: str
@@ -52,6 +56,7 @@ class Reading(msgspec.Struct, frozen=True, gc=False):
     speed_kmh: float
     lat: float | None = None
     lon: float | None = None
+    posted_limit: RoadLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

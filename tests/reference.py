@@ -82,7 +82,11 @@ def _instant(truck: str, ordered: list[Reading], config: RuleConfig) -> set[Aler
 #   list matches no truck, an absent or null one every truck;
 # - one function returns every alert with its details (reference_catalogue_details), the other
 #   only the keys (reference_catalogue_alerts);
-# - posted_limit_over (section 10) is not implemented here: a catalogue holding one is refused.
+# - posted_limit_over (section 10): ``roads`` maps an event_id to the raw tags of the way
+#   its reading was matched to (the project's road index may make that table; the limits
+#   are parsed here, from the contract's text): the heavy-vehicle value for a heavy truck
+#   when it parses, else maxspeed; a run as duration_over's, over = speed > limit +
+#   max(over_kmh, limit * over_pct / 100); no way, or no limit: not over.
 
 CatalogueAlertKey = tuple[str, int, str, tuple[str, ...], str]
 """(rule id, rule_version, truck_id, covered event_ids in event-time order, the rule's severity
@@ -95,8 +99,24 @@ _PARAMETERS: dict[str, tuple[str, ...]] = {
     "duration_over": ("speed_over_kmh", "for_s", "max_gap_s"),
     "deceleration": ("drop_kmh", "within_s"),
     "zone_over": ("zone", "speed_over_kmh"),
+    "posted_limit_over": ("over_kmh", "over_pct", "for_s", "max_gap_s"),
 }
-_DEFAULTS: dict[str, Any] = {"max_gap_s": 30}
+_DEFAULTS: dict[str, Any] = {"max_gap_s": 30, "over_kmh": 0, "over_pct": 0, "for_s": 0}
+
+
+@dataclass(frozen=True)
+class RoadTags:
+    """The way a reading was matched to, as the extract tags it (section 10)."""
+
+    osm_way_id: int
+    name: str | None
+    maxspeed: str | None
+    maxspeed_hgv: str | None = None
+
+
+# Section 10's table of country values, at least the contract's five (the product's table
+# may hold more; tests use these).
+_COUNTRY_KMH = {"FI:urban": 50, "FI:rural": 80, "FI:motorway": 120, "DE:urban": 50, "DE:rural": 100}
 
 _Point = tuple[Fraction, Fraction]  # (x = lon, y = lat), exact
 _Ring = list[_Point]
@@ -133,11 +153,12 @@ def reference_catalogue_alerts(
     version_texts: Sequence[str],
     zones: Mapping[str, Any] | None = None,
     vehicle_classes: Mapping[str, str] | None = None,
+    roads: Mapping[str, RoadTags] | None = None,
 ) -> set[CatalogueAlertKey]:
     """The alerts of section 9's catalogue (``version_texts``: one YAML file's text each)
     over ``readings``; ``zones`` is FLEET_ZONES' FeatureCollection, ``vehicle_classes`` maps
-    truck_id to trucks.parquet's vehicle_class."""
-    return set(reference_catalogue_details(readings, version_texts, zones, vehicle_classes))
+    truck_id to trucks.parquet's vehicle_class, ``roads`` event_id to its matched way."""
+    return set(reference_catalogue_details(readings, version_texts, zones, vehicle_classes, roads))
 
 
 def reference_catalogue_details(
@@ -145,10 +166,12 @@ def reference_catalogue_details(
     version_texts: Sequence[str],
     zones: Mapping[str, Any] | None = None,
     vehicle_classes: Mapping[str, str] | None = None,
-) -> dict[CatalogueAlertKey, dict[str, float]]:
+    roads: Mapping[str, RoadTags] | None = None,
+) -> dict[CatalogueAlertKey, dict[str, Any]]:
     """The same alerts as ``reference_catalogue_alerts``, each with its kind's details:
     ``{"drop_kmh", "deceleration_ms2"}`` for deceleration (unrounded: compare with a
-    tolerance), ``{}`` for every other kind."""
+    tolerance), ``{"posted_limit_kmh", "road_name", "osm_way_id", "limit_source"}`` for
+    posted_limit_over, ``{}`` for every other kind."""
     versions = sorted((_parse_version(text) for text in version_texts), key=_effective)
     if len({v.effective_ms for v in versions}) != len(versions):
         raise ValueError("two catalogue versions share an effective_from")
@@ -156,6 +179,7 @@ def reference_catalogue_details(
         raise ValueError("two catalogue versions share a version number")
     shapes = _parse_zones(zones or {})
     classes = vehicle_classes or {}
+    ways = roads or {}
     rule_ids = sorted({rule_id for v in versions for rule_id in v.rules})
 
     by_truck: dict[str, dict[str, Reading]] = defaultdict(dict)
@@ -165,7 +189,11 @@ def reference_catalogue_details(
     for truck, unique in by_truck.items():
         ordered = sorted(unique.values(), key=lambda r: (r.ts_ms, r.event_id))
         for rule_id in rule_ids:
-            alerts.update(_walk(rule_id, truck, ordered, versions, shapes, classes))
+            limits = {
+                r.event_id: _limit_of(ways.get(r.event_id), classes.get(truck) == "heavy")
+                for r in ordered
+            }
+            alerts.update(_walk(rule_id, truck, ordered, versions, shapes, classes, limits))
     return alerts
 
 
@@ -180,8 +208,9 @@ def _walk(
     versions: list[_Version],
     shapes: dict[str, list[_Polygon]],
     classes: Mapping[str, str],
-) -> dict[CatalogueAlertKey, dict[str, float]]:
-    alerts: dict[CatalogueAlertKey, dict[str, float]] = {}
+    limits: Mapping[str, _Limit | None],
+) -> dict[CatalogueAlertKey, dict[str, Any]]:
+    alerts: dict[CatalogueAlertKey, dict[str, Any]] = {}
     state = _RuleState()
     judged_by: int | None = None  # index (by effective_from) of the last judging version
     for r in ordered:
@@ -194,7 +223,7 @@ def _walk(
         if judged_by is not None and not _unchanged(versions, rule_id, judged_by, index):
             state = _RuleState()  # a changed, removed or re-added rule starts empty
         judged_by = index
-        covered = _judge(rule.definition, r, state, shapes)
+        covered = _judge(rule.definition, r, state, shapes, limits)
         if covered is None:
             continue
         key = (
@@ -204,7 +233,7 @@ def _walk(
             tuple(c.event_id for c in covered),
             rule.severity,
         )
-        alerts[key] = _details(rule.definition, covered)
+        alerts[key] = _details(rule.definition, covered, limits)
     return alerts
 
 
@@ -235,7 +264,11 @@ def _in_scope(definition: dict[str, Any], truck: str, classes: Mapping[str, str]
 
 
 def _judge(
-    definition: dict[str, Any], r: Reading, state: _RuleState, shapes: dict[str, list[_Polygon]]
+    definition: dict[str, Any],
+    r: Reading,
+    state: _RuleState,
+    shapes: dict[str, list[_Polygon]],
+    limits: Mapping[str, _Limit | None],
 ) -> list[Reading] | None:
     """Feed one judged reading to the rule; the covered readings when it fires."""
     if state.cooldown_until is not None and r.ts_ms < state.cooldown_until:
@@ -259,8 +292,15 @@ def _judge(
             state.violations = [v for v in state.violations if v.ts_ms >= oldest_kept] + [r]
             if len(state.violations) == definition["count"]:
                 covered = state.violations
-    elif kind == "duration_over":
-        if not r.speed_kmh > definition["speed_over_kmh"]:
+    elif kind in ("duration_over", "posted_limit_over"):
+        if kind == "duration_over":
+            over = r.speed_kmh > definition["speed_over_kmh"]
+        else:
+            limit = limits.get(r.event_id)
+            over = limit is not None and r.speed_kmh > limit.kmh + max(
+                definition["over_kmh"], limit.kmh * definition["over_pct"] / 100
+            )
+        if not over:
             state.run = []
         else:
             if state.run and r.ts_ms - state.run[-1].ts_ms > _ms(definition["max_gap_s"]):
@@ -283,12 +323,62 @@ def _judge(
     return covered
 
 
-def _details(definition: dict[str, Any], covered: list[Reading]) -> dict[str, float]:
+def _details(
+    definition: dict[str, Any], covered: list[Reading], limits: Mapping[str, _Limit | None]
+) -> dict[str, Any]:
+    if definition["kind"] == "posted_limit_over":
+        limit = limits[covered[-1].event_id]
+        assert limit is not None
+        return {
+            "posted_limit_kmh": limit.kmh,
+            "road_name": limit.road.name,
+            "osm_way_id": limit.road.osm_way_id,
+            "limit_source": limit.source,
+        }
     if definition["kind"] != "deceleration":
         return {}
     r1, r2 = covered
     drop = r1.speed_kmh - r2.speed_kmh
     return {"drop_kmh": drop, "deceleration_ms2": (drop / 3.6) / ((r2.ts_ms - r1.ts_ms) / 1000)}
+
+
+@dataclass(frozen=True)
+class _Limit:
+    kmh: float
+    source: str
+    road: RoadTags
+
+
+def _limit_of(road: RoadTags | None, heavy: bool) -> _Limit | None:
+    """Section 10: the hgv value for a heavy truck when it parses, else maxspeed."""
+    if road is None:
+        return None
+    if heavy:
+        hgv = _kmh(road.maxspeed_hgv)
+        if hgv is not None:
+            return _Limit(hgv[0], "hgv", road)
+    general = _kmh(road.maxspeed)
+    return None if general is None else _Limit(general[0], general[1], road)
+
+
+def _kmh(value: str | None) -> tuple[float, str] | None:
+    """A maxspeed value in km/h and its source (maxspeed or implicit), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text in _COUNTRY_KMH:
+        return float(_COUNTRY_KMH[text]), "implicit"
+    unit = 1.0
+    for suffix, factor in (("km/h", 1.0), ("mph", 1.609344)):
+        if text.endswith(suffix):
+            text, unit = text[: -len(suffix)].strip(), factor
+            break
+    if not text or not all(c.isdigit() or c == "." for c in text) or text.count(".") > 1:
+        return None
+    if text.startswith(".") or text.endswith("."):
+        return None
+    kmh = float(text) * unit
+    return (kmh, "maxspeed") if kmh > 0 else None
 
 
 def _ms(seconds: Any) -> Fraction:

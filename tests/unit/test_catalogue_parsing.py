@@ -20,7 +20,14 @@ from domain.catalogue import (
     builtin_catalogue,
     parse_version,
 )
-from domain.rule_kinds import CountOver, Deceleration, DurationOver, InstantOver, ZoneOver
+from domain.rule_kinds import (
+    CountOver,
+    Deceleration,
+    DurationOver,
+    InstantOver,
+    PostedLimitOver,
+    ZoneOver,
+)
 from domain.zones import Zones, ZonesError
 from tests.catalogues import (
     T0,
@@ -117,10 +124,22 @@ BAD: dict[str, Bad] = {
     ),
     "unknown kind": Bad(rules("{id: a, kind: warp_over, speed_over_kmh: 90}"), ("a", "kind")),
     "kind missing": Bad(rules("{id: a, speed_over_kmh: 90}"), ("a", "kind")),
-    "posted_limit_over is not in this release": Bad(
-        rules("{id: a, kind: posted_limit_over, over_kmh: 5}"),
-        ("a", "kind"),
-        "not in this release",
+    "posted_limit_over with a speed_over_kmh": Bad(
+        rules("{id: a, kind: posted_limit_over, speed_over_kmh: 5}"),
+        ("a", "speed_over_kmh"),
+        "unknown",
+    ),
+    "posted_limit_over with a negative over_kmh": Bad(
+        rules("{id: a, kind: posted_limit_over, over_kmh: -1}"), ("a", "over_kmh")
+    ),
+    "posted_limit_over with over_pct beyond 1000": Bad(
+        rules("{id: a, kind: posted_limit_over, over_pct: 1001}"), ("a", "over_pct")
+    ),
+    "posted_limit_over with a max_gap_s of 0": Bad(
+        rules("{id: a, kind: posted_limit_over, max_gap_s: 0}"), ("a", "max_gap_s")
+    ),
+    "posted_limit_over with a for_s finer than a ms": Bad(
+        rules("{id: a, kind: posted_limit_over, for_s: 0.0005}"), ("a", "for_s")
     ),
     "severity unknown": Bad(
         rules("{id: a, kind: instant_over, speed_over_kmh: 90, severity: high}"),
@@ -322,12 +341,13 @@ def test_defaults_are_filled_in() -> None:
             "{id: d, kind: duration_over, speed_over_kmh: 90, for_s: 60}",
             "{id: g, kind: deceleration, drop_kmh: 20, within_s: 5}",
             "{id: z, kind: zone_over, zone: depot, speed_over_kmh: 50, cooldown_s: 0}",
+            "{id: p, kind: posted_limit_over}",
         ),
         FILE,
         ZONES,
     )
     by_id = {r.id: r for r in parsed.rules}
-    assert [r.id for r in parsed.rules] == ["i", "c", "d", "g", "z"], "the file's order"
+    assert [r.id for r in parsed.rules] == ["i", "c", "d", "g", "z", "p"], "the file's order"
     assert by_id["i"].definition.kind == InstantOver(100.0)
     assert by_id["c"].definition.kind == CountOver(90.0, 3, 60_500)
     assert by_id["d"].definition.kind == DurationOver(90.0, 60_000, 30_000), "max_gap_s 30"
@@ -335,7 +355,8 @@ def test_defaults_are_filled_in() -> None:
     zone = by_id["z"].definition.kind
     assert isinstance(zone, ZoneOver)
     assert (zone.zone_name, zone.speed_over_kmh) == ("depot", 50.0)
-    assert [r.definition.cooldown_ms for r in parsed.rules] == [600_000] * 4 + [0]
+    assert by_id["p"].definition.kind == PostedLimitOver(0.0, 0.0, 0, 30_000), "section 9"
+    assert [r.definition.cooldown_ms for r in parsed.rules] == [600_000] * 4 + [0, 600_000]
     assert all(not r.critical for r in parsed.rules), "severity defaults to warning"
     assert all(r.definition.scope.everyone for r in parsed.rules), "no scope: every truck"
 
@@ -353,6 +374,17 @@ def test_explicit_defaults_make_the_same_definition() -> None:
     )
     assert short.rules[0].definition == spelled.rules[0].definition
     assert short.same_as(spelled)
+
+
+def test_a_posted_limit_rule_reads_every_parameter() -> None:
+    parsed = parse_version(
+        rules(
+            "{id: p, kind: posted_limit_over, over_kmh: 9, over_pct: 12.5, for_s: 60.25,"
+            " max_gap_s: 10}"
+        ),
+        FILE,
+    )
+    assert parsed.rules[0].definition.kind == PostedLimitOver(9.0, 12.5, 60_250, 10_000)
 
 
 def test_scope_lists_are_sets() -> None:

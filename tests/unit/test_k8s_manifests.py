@@ -253,4 +253,4 @@ def test_the_rules_config_map_is_the_sample_catalogue_and_loads(
         (tmp_path / "rules" / key).write_text(text)
     (tmp_path / "zones.geojson").write_text(zones["zones.geojson"])
     catalogue = load_catalogue(tmp_path / "rules", tmp_path / "zones.geojson")
-    assert [v.version for v in catalogue.versions] == [1, 2]
+    assert [v.version for v in catalogue.versions] == [1, 2, 3]

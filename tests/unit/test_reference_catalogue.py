@@ -520,7 +520,7 @@ def test_rules_and_trucks_keep_their_own_state() -> None:
         pytest.param(
             [version(INSTANT), version(INSTANT, effective_from=BETWEEN)], id="a shared number"
         ),
-        pytest.param([version(rule("posted_limit_over"))], id="a kind not implemented"),
+        pytest.param([version(rule("warp_over"))], id="a kind not implemented"),
         pytest.param([version(rule("count_over", speed_over_kmh=90))], id="a missing parameter"),
     ],
 )
