@@ -1,7 +1,8 @@
 """``python -m benchmarks [--quick]`` (``make bench`` / ``make bench-quick``): every
 benchmark in one invocation, each contender side by side with its baseline; then
-benchmarks/results/results.json, results.md (the README's table) and plot.png; and
-catalogue.json, catalogue.md (benchmarks/catalogue.py: the rule catalogue's own table).
+benchmarks/results/results.json, results.md (the README's table) and plot.png;
+catalogue.json, catalogue.md (benchmarks/catalogue.py: the rule catalogue's own table); and
+roads.json, roads.md (benchmarks/roads.py: the road index and map matching).
 
 Quick mode runs smaller inputs and shorter latency runs (about 6 minutes instead of 25):
 good for checking that everything works, not for the README's figures.
@@ -27,6 +28,7 @@ from benchmarks import (
     latency,
     notify,
     report,
+    roads,
     scale,
     store,
 )
@@ -89,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     results["alerts"] = json.loads((BUILD / "alerts.json").read_text())
     print("\n== rule catalogue: 10 rules vs the built-in two, stream and backfill")
     results["catalogue"] = catalogue.main(["--out", str(args.out), *(["--quick"] if quick else [])])
+    print("\n== road index: matching in batches vs a query per reading, start-up, memory")
+    flow_rate = results["alerts"]["alerts flow, 1 process"]["readings_per_s"]
+    results["roads"] = roads.main(
+        ["--out", str(args.out), "--flow-rate", str(flow_rate), *(["--quick"] if quick else [])]
+    )
     print("\n== backfill vs pure Polars; archive")
     results["lake"] = lake.main(["--rows", "500000", "--archive-rows", "200000"] if quick else [])
     print("\n== DynamoDB store (dataflows.store into dynalite)")

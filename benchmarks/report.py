@@ -70,6 +70,7 @@ def markdown(results: dict[str, Any]) -> str:
             else []
         ),
         *_catalogue_rows(results.get("catalogue")),
+        *_roads_rows(results.get("roads")),
         "",
         "**Scale**",
         "",
@@ -111,6 +112,20 @@ def _catalogue_rows(catalogue: dict[str, Any] | None) -> list[str]:
         f"{_n(backfill['backfill, 10-rule catalogue']['per_s'])} rows/s | backfill, built-in "
         f"| {_n(backfill['backfill, built-in']['per_s'])} rows/s "
         f"| {ratios['backfill_catalogue_over_builtin']:.2f}x |",
+    ]
+
+
+def _roads_rows(roads: dict[str, Any] | None) -> list[str]:
+    """The throughput table's row of benchmarks.roads (when the run had it)."""
+    if roads is None:
+        return []
+    rows = roads["matching"]["contenders"]
+    naive = next(name for name in rows if name.startswith("naive"))
+    batch = rows["match, batches of 1,000"]
+    return [
+        f"| map matching, batches of 1,000 (road index) | {_n(batch['per_s'])} readings/s "
+        f"| one query_nearest per reading | {_n(rows[naive]['per_s'])} readings/s "
+        f"| {batch['ratio_to_naive']:.2f}x |",
     ]
 
 
@@ -161,6 +176,87 @@ def catalogue_markdown(results: dict[str, Any]) -> str:
             f"| {rule} | {_n(ten['alerts_by_rule'].get(rule, 0))} "
             f"| {_n(b_ten['alerts_by_rule'].get(rule, 0))} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def roads_markdown(results: dict[str, Any]) -> str:
+    """benchmarks.roads's results (roads.json) as docs/performance.md's table."""
+    m = results["machine"]
+    before, after = results["load_before"], results["load_after"]
+    up, mem, matching = results["start_up"], results["memory"], results["matching"]
+    kinds, index = results["kinds"], results["index"]
+    rows = matching["contenders"]
+    naive = next(name for name in rows if name.startswith("naive"))
+
+    def runs(row: dict[str, Any]) -> str:
+        return " / ".join(f"{s:.3f}" for s in row["runs_s"])
+
+    lines = [
+        f"Mode: {results['mode']}; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
+        f"Python {m['python']}; commit {m['commit']}; {results['seconds']} s in all. Other "
+        f"load: {before['pytest_processes']} pytest processes and load average "
+        f"{before['loadavg_1m']:.2f} before, {after['pytest_processes']} and "
+        f"{after['loadavg_1m']:.2f} after.",
+        "",
+        f"**Map matching** ({results['extract']}: {_n(index['ways'])} ways, "
+        f"{_n(index['segments'])} segments; {_n(results['readings'])} readings: "
+        f"{_n(kinds['on_roads'])} on roads with 3 m GPS noise per axis, "
+        f"{_n(kinds['far_from_roads'])} far from any road, {_n(kinds['without_position'])} "
+        f"without a position; within {matching['max_m']:.0f} m, {_n(matching['matched'])} "
+        f"matched; best of {results['rounds']} alternating runs, every contender with the "
+        "naive loop's answers)",
+        "",
+        "| contender | readings/s | ratio to the naive loop | runs (s) |",
+        "|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {_n(row['per_s'])} | {row['ratio_to_naive']:.2f}x | {runs(row)} |"
+        )
+    lines += [
+        "",
+        f"**Start-up** (best of {up['repeats']}, alternating; median in brackets)",
+        "",
+        "| contender | time | baseline | time | ratio |",
+        "|---|---|---|---|---|",
+        f"| cached start-up (hash the extract, read the .npz, rebuild the tree) "
+        f"| {up['cached_s'] * 1000:.1f} ms ({up['cached_median_s'] * 1000:.1f}), of which "
+        f"hashing {up['hashing_s'] * 1000:.1f} ms | build without a cache (read with pyosmium, "
+        f"project, build the tree) | {up['build_s'] * 1000:.0f} ms "
+        f"({up['build_median_s'] * 1000:.0f}), of which reading {up['reading_s'] * 1000:.0f} ms "
+        f"| {up['ratio_build_over_cached']:.1f}x faster |",
+        "",
+        "**Memory** (RSS of a fresh process that imported connectors.roads, numpy, shapely, "
+        "pyproj and osmium, after `gc.collect()`)",
+        "",
+        "| what | size | baseline | size | ratio |",
+        "|---|---|---|---|---|",
+        f"| each further index | {mem['further_index_mib']:.2f} MiB RSS "
+        f"(tracemalloc: {mem['traced_mib']:.2f} MiB; arrays {mem['array_mib']:.2f} MiB) "
+        f"| the process before any index | {mem['process_before_mib']:.0f} MiB "
+        f"| {mem['ratio_further_index_over_process']:.3f} |",
+        f"| the first index (with pyproj's one-off set-up) | {mem['first_index_mib']:.2f} MiB "
+        f"| same | {mem['process_before_mib']:.0f} MiB "
+        f"| {mem['first_index_mib'] / mem['process_before_mib']:.3f} |",
+        f"| cache file | {_n(mem['cache_kib'])} KiB | the extract | {_n(mem['extract_kib'])} KiB "
+        f"| {mem['ratio_cache_over_extract']:.2f} |",
+    ]
+    cost = results.get("flow_cost")
+    if cost is not None:
+        lines += [
+            "",
+            f"**What matching costs the alerts flow**: at {_n(cost['flow_per_s'])} readings/s "
+            f"(1 process) and matching at {_n(cost['match_per_s'])}/s in batches of "
+            f"{_n(cost['batch'])}, each reading takes {cost['added_time_share']:.1%} longer; "
+            f"the flow would keep {cost['kept_share']:.1%} of its rate "
+            f"(~{_n(cost['flow_with_matching_per_s'])}/s). The aim: at most a third lost.",
+        ]
+    lines += [
+        "",
+        f"The baseline ({naive}): a Python loop that, for each reading, transforms the one "
+        "point with pyproj and asks `STRtree.query_nearest` for one shapely `Point` within "
+        "the distance, ties to the smaller way id, on its own tree of the same segments.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -86,3 +86,50 @@ def test_the_benchmark_catalogue_has_every_kind_scopes_and_two_versions(tmp_path
         if (a.definition, a.critical) != (b.definition, b.critical)
     ]
     assert changed == ["sustained_speeding", "harsh_braking", "centre_slow_zone"]
+
+
+def test_roads_md_is_made_from_roads_json() -> None:
+    results = json.loads((RESULTS / "roads.json").read_text())
+    assert results["mode"] == "full"
+    assert report.roads_markdown(results) == (RESULTS / "roads.md").read_text()
+
+
+def test_the_performance_page_shows_the_committed_roads_results() -> None:
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert (RESULTS / "roads.md").read_text().strip() in page
+
+
+def test_the_throughput_table_has_the_matching_row_when_the_run_had_it() -> None:
+    results = json.loads((RESULTS / "results.json").read_text())
+    roads = json.loads((RESULTS / "roads.json").read_text())
+    without = report.markdown({k: v for k, v in results.items() if k != "roads"})
+    assert "map matching" not in without
+    rows = [
+        line
+        for line in report.markdown({**results, "roads": roads}).splitlines()
+        if "map matching" in line
+    ]
+    matching = roads["matching"]["contenders"]
+    batch = matching["match, batches of 1,000"]
+    assert rows == [
+        f"| map matching, batches of 1,000 (road index) | {batch['per_s']:,} readings/s "
+        f"| one query_nearest per reading "
+        f"| {matching['naive loop: one query_nearest per reading']['per_s']:,} readings/s "
+        f"| {batch['ratio_to_naive']:.2f}x |",
+    ]
+
+
+def test_the_roads_benchmark_gives_the_naive_loops_answers_on_a_small_run() -> None:
+    """A tiny run of benchmarks.roads's matching: every contender agrees with the naive loop
+    (it raises otherwise) and the readings have the kinds it says."""
+    from benchmarks.roads import NaiveMatcher, matching, sample_readings
+    from connectors.roads import default_extract, load_road_index, read_ways
+
+    extract = default_extract()
+    index = load_road_index(extract, None)
+    naive = NaiveMatcher(index)
+    lats, lons, kinds = sample_readings(read_ways(extract), naive, 2_000)
+    assert kinds == {"on_roads": 1_760, "far_from_roads": 200, "without_position": 40}
+    found = matching(index, naive, lats, lons, rounds=1)
+    assert 0.9 * kinds["on_roads"] <= found["matched"] <= kinds["on_roads"]
+    assert set(found["contenders"]) >= {"match, batches of 1,000", "match, one batch of 2,000"}
