@@ -28,6 +28,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,11 @@ class RoadIndex:
         self._segment_way = segment_way  # (n,): index into ways
         self._way_ids = np.array([w.osm_way_id for w in self.ways], dtype=np.int64)
         self._to_metres = Transformer.from_crs("EPSG:4326", projection(centre), always_xy=True)
+        # pyproj makes a Transformer per thread on first use, and doing so in a Bytewax
+        # worker thread (not started by Python) crashes the process (a segfault, seen with
+        # two workers; a Python thread is fine). So every query (projection and tree) runs
+        # on one thread of our own: a batch costs a hand-over (~50 us), workers take turns.
+        self._projector = ThreadPoolExecutor(1, thread_name_prefix="fleetwatch-roads")
         lines = np.asarray(shapely.linestrings(segments.reshape(-1, 2, 2)), dtype=object)
         self._tree = shapely.STRtree(lines)
 
@@ -179,10 +185,9 @@ class RoadIndex:
         positioned = np.flatnonzero(np.isfinite(lats) & np.isfinite(lons))
         if not len(positioned):
             return way, distance
-        x, y = self._to_metres.transform(lons[positioned], lats[positioned])
-        (point, segment), found = self._tree.query_nearest(
-            shapely.points(x, y), max_distance=max_m, return_distance=True, all_matches=True
-        )
+        point, segment, found = self._projector.submit(
+            self._nearest, lats[positioned], lons[positioned], max_m
+        ).result()
         if not len(point):
             return way, distance
         candidate = self._segment_way[segment]
@@ -193,6 +198,15 @@ class RoadIndex:
         way[positioned[point[first]]] = candidate[first]
         distance[positioned[point[first]]] = found[first]
         return way, distance
+
+    def _nearest(self, lats: Floats, lons: Floats, max_m: float) -> tuple[Ints, Ints, Floats]:
+        """On the projection thread: every (point, segment) pair at the least distance
+        within ``max_m``, and that distance."""
+        x, y = self._to_metres.transform(lons, lats)
+        (point, segment), found = self._tree.query_nearest(
+            shapely.points(x, y), max_distance=max_m, return_distance=True, all_matches=True
+        )
+        return point, segment, found
 
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
         """What the cache keeps: everything ``from_arrays`` needs, without pickle."""

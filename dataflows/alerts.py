@@ -55,7 +55,7 @@ from domain.catalogue import CatalogueError, RuleBook
 from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
 from domain.readings import Reading, encode_canonical
-from domain.rules import RuleConfig
+from domain.rules import RuleConfig, builtin_book
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import ALERTS, LATE_READINGS, READINGS_IN
@@ -112,10 +112,6 @@ class TelemetryDecoder:
 
 def no_history() -> HistoryIndex | None:
     return None
-
-
-def _vehicle_classes(history: HistoryIndex | None) -> Mapping[str, str]:
-    return history.vehicle_classes if history is not None else {}
 
 
 @dataclass(frozen=True)
@@ -187,9 +183,9 @@ def build_flow(
     returns the driver history in use. ``dead_letters``: the DLQ sink (default ``sink``).
     ``rule_book`` returns the rules in force (default: section 4's rules from ``config``);
     ``limits``: the road network that gives readings their posted limits (default none)."""
-    decoder = TelemetryDecoder(
-        topics, now, max_future_ms, limits, lambda: _vehicle_classes(history())
-    )
+    books = rule_book or (lambda: builtin_book(config))
+    # The trucks' classes as the rules see them: a reading's limit is its truck's.
+    decoder = TelemetryDecoder(topics, now, max_future_ms, limits, lambda: books().vehicle_classes)
     rules = SpeedingRulesStep(
         config,
         schedule_clock,

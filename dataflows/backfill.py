@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import atexit
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -83,6 +83,7 @@ class BackfillLines:
     source: str = "backfill"  # the dead letters' source_topic for unprocessable alerts
     now: Callable[[], datetime] = utc_now
     limits: PostedLimits | None = None  # posted limits for the readings (one match a chunk)
+    vehicle_classes: Mapping[str, str] = field(default_factory=dict)  # the rule book's
 
     def arrivals(self, items: list[BackfillItem]) -> list[tuple[str, Arrivals] | DeadLetter]:
         """Each truck's sorted readings to the rules; a bad row is a dead letter."""
@@ -101,9 +102,9 @@ class BackfillLines:
                     )
                 )
         if self.limits is not None:
-            classes = self.history.vehicle_classes if self.history is not None else {}
             self.limits.attach(
-                [item.readings for item in items if isinstance(item, TruckReadings)], classes
+                [item.readings for item in items if isinstance(item, TruckReadings)],
+                self.vehicle_classes,
             )
         return out
 
@@ -166,7 +167,8 @@ def build_flow(
         flow="backfill",
         rule_book=None if book is None else lambda: book,
     )
-    lines = BackfillLines(history, progress, limits=limits)
+    classes = book.vehicle_classes if book is not None else {}
+    lines = BackfillLines(history, progress, limits=limits, vehicle_classes=classes)
 
     flow = Dataflow("backfill")
     items = op.input("parquet_source", flow, source)  # TruckReadings (sorted) | BadRow

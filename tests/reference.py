@@ -82,7 +82,7 @@ def _instant(truck: str, ordered: list[Reading], config: RuleConfig) -> set[Aler
 #   list matches no truck, an absent or null one every truck;
 # - one function returns every alert with its details (reference_catalogue_details), the other
 #   only the keys (reference_catalogue_alerts);
-# - posted_limit_over (section 10): ``roads`` maps an event_id to the raw tags of the way
+# - posted_limit_over (section 10): ``roads`` maps (truck_id, event_id) to the raw tags of the way
 #   its reading was matched to (the project's road index may make that table; the limits
 #   are parsed here, from the contract's text): the heavy-vehicle value for a heavy truck
 #   when it parses, else maxspeed; a run as duration_over's, over = speed > limit +
@@ -153,11 +153,12 @@ def reference_catalogue_alerts(
     version_texts: Sequence[str],
     zones: Mapping[str, Any] | None = None,
     vehicle_classes: Mapping[str, str] | None = None,
-    roads: Mapping[str, RoadTags] | None = None,
+    roads: Mapping[tuple[str, str], RoadTags] | None = None,
 ) -> set[CatalogueAlertKey]:
     """The alerts of section 9's catalogue (``version_texts``: one YAML file's text each)
     over ``readings``; ``zones`` is FLEET_ZONES' FeatureCollection, ``vehicle_classes`` maps
-    truck_id to trucks.parquet's vehicle_class, ``roads`` event_id to its matched way."""
+    truck_id to trucks.parquet's vehicle_class, ``roads`` a reading's (truck_id, event_id) to
+    its matched way."""
     return set(reference_catalogue_details(readings, version_texts, zones, vehicle_classes, roads))
 
 
@@ -166,7 +167,7 @@ def reference_catalogue_details(
     version_texts: Sequence[str],
     zones: Mapping[str, Any] | None = None,
     vehicle_classes: Mapping[str, str] | None = None,
-    roads: Mapping[str, RoadTags] | None = None,
+    roads: Mapping[tuple[str, str], RoadTags] | None = None,
 ) -> dict[CatalogueAlertKey, dict[str, Any]]:
     """The same alerts as ``reference_catalogue_alerts``, each with its kind's details:
     ``{"drop_kmh", "deceleration_ms2"}`` for deceleration (unrounded: compare with a
@@ -190,7 +191,7 @@ def reference_catalogue_details(
         ordered = sorted(unique.values(), key=lambda r: (r.ts_ms, r.event_id))
         for rule_id in rule_ids:
             limits = {
-                r.event_id: _limit_of(ways.get(r.event_id), classes.get(truck) == "heavy")
+                r.event_id: _limit_of(ways.get((truck, r.event_id)), classes.get(truck) == "heavy")
                 for r in ordered
             }
             alerts.update(_walk(rule_id, truck, ordered, versions, shapes, classes, limits))

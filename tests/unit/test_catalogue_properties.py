@@ -10,10 +10,13 @@ boundaries or missing, time steps on the rules' boundaries):
 
     alerts flow on 1 worker == on 2 workers == sorted reference == backfill
 
-alert for alert: (rule, rule_version, truck_id, event_ids, severity), and deceleration
-details within 1e-3. And a run aborted mid-stream and resumed from its snapshots with a
-catalogue that gained a version after the abort point gives the alerts of an uninterrupted
-run with that catalogue (repeats allowed)."""
+alert for alert: (rule, rule_version, truck_id, event_ids, severity), deceleration details
+within 1e-3 and posted-limit details exactly. posted_limit_over rules judge readings matched
+to a small road network (ways along some of the grid's lines, with km/h, mph, hgv and no
+limits) by the flows' own bulk matching; the reference gets the raw tags of each matched way.
+And a run aborted mid-stream and resumed from its snapshots with a catalogue that gained a
+version after the abort point gives the alerts of an uninterrupted run with that catalogue
+(repeats allowed)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import yaml  # type: ignore[import-untyped]  # no stubs needed: safe_load gives Any
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -38,6 +42,8 @@ from connectors.jsonl_sink import JsonlSink
 from connectors.kafka import OutboundRecord
 from connectors.kafka_source import Fetch
 from connectors.parquet_input import ParquetReadingsSource, resolve_inputs
+from connectors.road_limits import PostedLimits
+from connectors.roads import RoadIndex, RoadWay
 from dataflows import alerts as alerts_flow
 from dataflows import backfill as backfill_flow
 from domain.catalogue import RuleBook
@@ -51,13 +57,15 @@ from tests.catalogues import (
     alert_document_key,
     feature,
     feature_collection,
+    key_of,
     make_book,
     polygon,
+    product_alerts,
     rectangle,
     rule,
     version,
 )
-from tests.reference import CatalogueAlertKey, reference_catalogue_details
+from tests.reference import CatalogueAlertKey, RoadTags, reference_catalogue_details
 
 TOPICS = Topics(telemetry="telemetry", alerts="alerts", dlq="dlq", late="late")
 CONFIG = RuleConfig()  # ALLOWED_LATENESS 10 s
@@ -76,6 +84,17 @@ ZONES = feature_collection(
 ZONE_NAMES = ["box1", "box2", "holed"]
 LATS = [59.75, 60.0, 60.125, 60.25, 60.5, 60.625, 60.75, 61.0]
 LONS = [23.75, 24.0, 24.25, 24.375, 24.5, 24.75, 25.0, 25.25, 25.5, 25.75, 26.0, 26.25]
+
+# Roads along grid lines (lat, lon): many grid positions lie on one, the rest are far off.
+ROAD_WAYS = [
+    (RoadWay.of(11, "Eighty Road", "80"), [(60.25, 23.75), (60.25, 24.5)]),
+    (RoadWay.of(12, "Mile Street", "50 mph"), [(60.5, 24.25), (60.5, 25.0)]),
+    (RoadWay.of(13, "Truck Route", "90", "80"), [(60.0, 25.25), (61.0, 25.25)]),
+    (RoadWay.of(14, None, None), [(60.75, 25.5), (60.75, 26.25)]),
+    (RoadWay.of(15, "Town Lane", "FI:urban"), [(60.125, 24.0), (60.125, 24.375)]),
+]
+ROADS = RoadIndex.from_ways([(way, [line]) for way, line in ROAD_WAYS])
+LIMITS = PostedLimits(ROADS, 20.0)
 
 TRUCKS = ["T1", "T10", "T2", "T3"]
 CLASSES = {"T1": "heavy", "T10": "light", "T2": "heavy"}  # T3 has no class
@@ -97,10 +116,22 @@ STEPS = [0, 1, 1_000, 4_999, 5_000, 5_001, 10_000, 10_001, 29_999, 30_000, 30_00
 # --- Random catalogues ------------------------------------------------------------------------
 
 
+KINDS = ["instant_over", "count_over", "duration_over", "deceleration", "zone_over"]
+
+
 def random_rule(rng: random.Random, rule_id: str) -> dict[str, Any]:
-    kind = rng.choice(["instant_over", "count_over", "duration_over", "deceleration", "zone_over"])
+    kind = rng.choice([*KINDS, "posted_limit_over"])
     fields: dict[str, Any] = {}
-    if kind != "deceleration":
+    if kind == "posted_limit_over":
+        # Margins that put limit + margin on SPEEDS: 80 + 0, 80 + 10 % = 88, 50 + 30 ...
+        for name, choices in (("over_kmh", [0, 10, 30]), ("over_pct", [0, 10, 25])):
+            if rng.random() < 0.6:
+                fields[name] = rng.choice(choices)
+        if rng.random() < 0.6:
+            fields["for_s"] = rng.choice([0, 5, 10, 30])
+        if rng.random() < 0.4:
+            fields["max_gap_s"] = rng.choice([5, 10, 30])
+    elif kind != "deceleration":
         fields["speed_over_kmh"] = rng.choice(SPEEDS_OVER)
     if kind == "count_over":
         fields["count"] = rng.randint(1, 3)
@@ -133,6 +164,8 @@ def changed(rng: random.Random, previous: dict[str, Any]) -> dict[str, Any]:
         out["zone"] = rng.choice([z for z in ZONE_NAMES if z != out["zone"]])
     elif name == "count":
         out["count"] = out["count"] % 3 + 1
+    elif name == "over_pct":
+        out["over_pct"] = out["over_pct"] + 5
     else:
         out[name] = out[name] + 1
     return out
@@ -189,6 +222,26 @@ class Scenario:
 
     def book(self) -> RuleBook:
         return make_book(self.texts, ZONES, CLASSES)
+
+    def expected(self) -> dict[CatalogueAlertKey, dict[str, Any]]:
+        return reference_catalogue_details(
+            self.readings, self.texts, ZONES, CLASSES, road_table(self.readings)
+        )
+
+
+def road_table(readings: Sequence[Reading]) -> dict[tuple[str, str], RoadTags]:
+    """The reference's input: each reading's matched way, with the way's raw tags."""
+    lats = [math.nan if r.lat is None or r.lon is None else r.lat for r in readings]
+    lons = [math.nan if r.lat is None or r.lon is None else r.lon for r in readings]
+    ways, _ = ROADS.match(np.array(lats), np.array(lons), 20.0)
+    table: dict[tuple[str, str], RoadTags] = {}
+    for r, way in zip(readings, ways.tolist(), strict=True):
+        if way >= 0:
+            w = ROADS.ways[way]
+            table[r.truck_id, r.event_id] = RoadTags(
+                w.osm_way_id, w.road_name, w.maxspeed, w.maxspeed_hgv
+            )
+    return table
 
 
 def random_position(rng: random.Random) -> tuple[float | None, float | None]:
@@ -294,7 +347,13 @@ def stream(
     clock = clock or TimeTestingGetter(from_epoch_ms(T0))
     out: list[OutboundRecord] = []
     flow = alerts_flow.build_flow(
-        TestingSource(items), TestingSink(out), TOPICS, CONFIG, clock.get, rule_book=lambda: book
+        TestingSource(items),
+        TestingSink(out),
+        TOPICS,
+        CONFIG,
+        clock.get,
+        rule_book=lambda: book,
+        limits=LIMITS,
     )
     if workers == 1:
         run_main(flow)
@@ -345,6 +404,7 @@ def backfill(readings: list[Reading], book: RuleBook) -> list[dict[str, Any]]:
             None,
             progress,
             rule_book=book,
+            limits=LIMITS,
         )
         run_main(flow)
         dead = backfill_flow.dead_letter_path(out)
@@ -357,7 +417,7 @@ def keys(alerts: list[dict[str, Any]]) -> set[CatalogueAlertKey]:
 
 
 def assert_details_agree(
-    alerts: list[dict[str, Any]], expected: dict[CatalogueAlertKey, dict[str, float]]
+    alerts: list[dict[str, Any]], expected: dict[CatalogueAlertKey, dict[str, Any]]
 ) -> None:
     for alert in alerts:
         details = alert["details"]
@@ -367,6 +427,9 @@ def assert_details_agree(
             assert math.isclose(
                 details["deceleration_ms2"], want["deceleration_ms2"], abs_tol=1e-3
             ), alert
+        elif details.get("kind") == "posted_limit_over":
+            assert want == {k: details[k] for k in want}, alert
+            assert alert["threshold_kmh"] == want["posted_limit_kmh"], alert
         else:
             assert want == {}
 
@@ -380,7 +443,7 @@ def test_stream_on_one_and_two_workers_and_backfill_give_the_sorted_reference(
     scenario: Scenario, batching: int
 ) -> None:
     book = scenario.book()
-    expected = reference_catalogue_details(scenario.readings, scenario.texts, ZONES, CLASSES)
+    expected = scenario.expected()
     items = fetches(scenario, batching)
 
     one = stream(items, book, workers=1)
@@ -413,7 +476,7 @@ def test_the_generated_scenarios_exercise_every_kind_and_boundary() -> None:
         rng = random.Random(seed)
         readings = random_fleet(rng, 3, 40)
         texts = random_catalogue(rng, version_starts(rng, readings, 3))
-        found = reference_catalogue_details(readings, texts, ZONES, CLASSES)
+        found = reference_catalogue_details(readings, texts, ZONES, CLASSES, road_table(readings))
         alerts += len(found)
         by_id = {
             (document["version"], r["id"]): r["kind"]
@@ -424,16 +487,35 @@ def test_the_generated_scenarios_exercise_every_kind_and_boundary() -> None:
             fired_kinds.add(by_id[(number, rule_id)])
             versions.add(number)
             severities.add(severity)
-    assert fired_kinds == {
-        "instant_over",
-        "count_over",
-        "duration_over",
-        "deceleration",
-        "zone_over",
-    }
+    assert fired_kinds == {*KINDS, "posted_limit_over"}
     assert severities == {"warning", "critical"}
     assert len(versions) > 10
     assert alerts > 300
+
+
+def test_random_catalogues_with_posted_limits_agree_with_the_reference() -> None:
+    """The product's judging (readings given their limits by the flows' bulk matching) and
+    the reference, over many fixed random fleets and catalogues: cheap enough for far more
+    cases than the flows above, so a wrong margin or class shows here first."""
+    judged = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        readings = random_fleet(rng, 3, 40)
+        texts = random_catalogue(rng, version_starts(rng, readings, 3))
+        expected = reference_catalogue_details(
+            readings, texts, ZONES, CLASSES, road_table(readings)
+        )
+        attached = list(readings)
+        LIMITS.attach([attached], CLASSES)
+        found = {
+            key_of(a): a.details for a in product_alerts(attached, make_book(texts, ZONES, CLASSES))
+        }
+        assert set(found) == set(expected), seed
+        for key, details in found.items():
+            if details.get("kind") == "posted_limit_over":
+                judged += 1
+                assert expected[key] == {k: details[k] for k in expected[key]}, seed
+    assert judged > 50  # the comparison is not vacuous
 
 
 # --- Recovery with a changed catalogue --------------------------------------------------------

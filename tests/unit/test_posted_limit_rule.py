@@ -82,16 +82,18 @@ def with_limits(readings: list[Reading]) -> list[Reading]:
     return attached
 
 
-def road_table(readings: list[Reading]) -> dict[str, RoadTags]:
+def road_table(readings: list[Reading]) -> dict[tuple[str, str], RoadTags]:
     """The reference's input: each reading's matched way (the road index used as a table)."""
     lats = np.array([np.nan if x.lat is None else x.lat for x in readings])
     lons = np.array([np.nan if x.lon is None else x.lon for x in readings])
     ways, _ = INDEX.match(lats, lons, 20.0)
-    table = {}
+    table: dict[tuple[str, str], RoadTags] = {}
     for x, way in zip(readings, ways.tolist(), strict=True):
         if way >= 0:
             w = INDEX.ways[way]
-            table[x.event_id] = RoadTags(w.osm_way_id, w.road_name, w.maxspeed, w.maxspeed_hgv)
+            table[x.truck_id, x.event_id] = RoadTags(
+                w.osm_way_id, w.road_name, w.maxspeed, w.maxspeed_hgv
+            )
     return table
 
 
