@@ -1,16 +1,19 @@
 """``make demo``: the pipeline on embedded brokers, live, ending by itself with a summary.
 
 Starts an MQTT broker and a Kafka-protocol broker on free ports, the flows as real processes
-(``python -m bytewax.run dataflows.<name>``), and a simulated fleet publishing over MQTT;
+(``python -m bytewax.run dataflows.<name>``), and a simulated fleet publishing over MQTT: trucks
+delivering in central Helsinki on the roads of the default extract (``devtools.road_fleet``);
 prints what flows through every few seconds, then stops everything it started (also on
 Ctrl-C) and prints a summary that accounts for every published message and checks the
-streamed alerts against the same readings evaluated in sorted order.
+streamed alerts against the same readings evaluated in sorted order. It ends by drawing the
+run's map (``fleetwatch.map``): the roads, the trucks' tracks, the alerts by rule.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import threading
@@ -24,6 +27,8 @@ from pathlib import Path
 
 from connectors.catalogue import load_catalogue
 from connectors.history import load_history_dir
+from connectors.road_limits import PostedLimits
+from connectors.roads import DEFAULT_MATCH_M, default_cache_dir, default_extract
 from devtools.email_receiver import EmailReceiver
 from devtools.history_generator import HistoryShape
 from devtools.history_generator import write as write_history
@@ -31,7 +36,8 @@ from devtools.kafka_monitor import TopicTally
 from devtools.launcher import FlowProcess
 from devtools.localbrokers import LocalBrokers, local_brokers
 from devtools.mqtt_publisher import publish_paced
-from devtools.simulator import FleetConfig, FleetSimulator, SimulatedMessage
+from devtools.road_fleet import RoadFleetOptions, RoadFleetSimulator
+from devtools.simulator import FleetConfig, SimulatedMessage
 from domain.alerts import alert_id
 from domain.catalogue import RuleBook
 from domain.rules import RuleState, judge
@@ -44,6 +50,36 @@ FLOWS = ("bridge", "alerts", "archive", "notify")
 # The sample rule catalogue: the built-in rules, then (from 2026-12-01) one rule of each kind.
 RULES, ZONES = ROOT / "catalogue" / "rules", ROOT / "catalogue" / "zones.geojson"
 DEMO_SECRET = "fleetwatch-demo-signing-secret-0123"
+# The fleet's depots (lat, lon) on roads of the Helsinki extract: the South Harbour quay
+# (Eteläranta, inside the sample yard of catalogue/zones.geojson), Hakaniemenranta, Annankatu.
+DEPOTS = ((60.16567, 24.95239), (60.17822, 24.95096), (60.16628, 24.93775))
+READING_INTERVAL_S = 1.0  # event time between two readings of a truck
+
+
+def demo_fleet(
+    trucks: int,
+    rate: float,
+    duration_s: float,
+    end_ms: int,
+    vehicle_classes: dict[str, str] | None = None,
+) -> RoadFleetSimulator:
+    """The demo's fleet. Each truck reports once a second of event time, so the run replays
+    ``duration_s * rate / trucks`` seconds of driving (10 minutes with the defaults) at that
+    many times real time; the drive ends at ``end_ms`` (now: nothing is in the future)."""
+    span_ms = round(duration_s * rate / trucks * READING_INTERVAL_S * 1000)
+    config = FleetConfig(
+        trucks=trucks,
+        seed=42,
+        start_ms=end_ms - span_ms,
+        interval_s=READING_INTERVAL_S,
+        bad_share=0.02,
+        resend_share=0.01,
+        disorder_s=2.0,
+        spike_chance=0.0002,
+    )
+    return RoadFleetSimulator(
+        config, RoadFleetOptions(depots=DEPOTS, vehicle_classes=vehicle_classes)
+    )
 
 
 @dataclass(frozen=True)
@@ -57,13 +93,15 @@ class Expected:
     alerts_by_rule: Counter[str]
 
     @classmethod
-    def of(cls, messages: list[SimulatedMessage], book: RuleBook) -> Expected:
+    def of(cls, messages: list[SimulatedMessage], book: RuleBook, limits: PostedLimits) -> Expected:
         readings = {m.reading.event_id: m.reading for m in messages if m.reading is not None}
         states: dict[str, dict[str, RuleState]] = {}
         alert_ids, by_rule = set(), Counter[str]()
-        # The same readings, judged in sorted order with the same rules: what the stream
-        # must give.
-        for reading in sorted(readings.values(), key=lambda r: (r.ts_ms, r.event_id)):
+        # The same readings, with the posted limits of the roads they match (as the flows
+        # attach them), judged in sorted order with the same rules: what the stream must give.
+        ordered = sorted(readings.values(), key=lambda r: (r.ts_ms, r.event_id))
+        limits.attach([ordered], book.vehicle_classes)
+        for reading in ordered:
             for detection in judge(states.setdefault(reading.truck_id, {}), [reading], book):
                 alert_ids.add(
                     alert_id(detection.rule, detection.truck_id, detection.readings[0].event_id)
@@ -110,26 +148,20 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
     workdir.mkdir(parents=True)
     print(f"fleetwatch demo: {trucks} trucks, {rate:.0f} msgs/s for {duration_s:.0f} s")
     print(f"  logs in {workdir}/")
-    config = FleetConfig(
-        trucks=trucks,
-        seed=42,
-        start_ms=to_epoch_ms(datetime.now(UTC)),
-        interval_s=trucks / rate,
-        bad_share=0.02,
-        resend_share=0.01,
-        disorder_s=2.0,
-        episode_chance=0.002,
-        spike_chance=0.0002,
-    )
-    messages = list(FleetSimulator(config).messages(int(rate * duration_s)))
     # Driver history around today (the shipped sample covers a fixed week in 2026).
     history_dir = workdir / "history"
     write_history(
         HistoryShape(trucks=trucks, start=datetime.now(UTC).date() - timedelta(days=1), days=3),
         history_dir,
     )
-    classes = load_history_dir(history_dir).vehicle_classes  # scopes by vehicle class
-    expected = Expected.of(messages, RuleBook(load_catalogue(RULES, ZONES), classes))
+    # Scopes by vehicle class, and each truck's posted limits (a heavy truck's maxspeed:hgv).
+    classes = load_history_dir(history_dir).vehicle_classes
+    fleet = demo_fleet(trucks, rate, duration_s, to_epoch_ms(datetime.now(UTC)), dict(classes))
+    messages = list(fleet.messages(int(rate * duration_s)))
+    print(f"  the fleet drives in central Helsinki; {_habits(fleet)}")
+    # The flows' road network: FLEET_ROADS and FLEET_ROADS_CACHE unset, the default match.
+    limits = PostedLimits.load(default_extract(), default_cache_dir(os.environ), DEFAULT_MATCH_M)
+    expected = Expected.of(messages, RuleBook(load_catalogue(RULES, ZONES), classes), limits)
     with local_brokers(workdir / "brokers") as brokers, ExitStack() as flows:
         print(f"  MQTT  {brokers.mqtt.name} at {brokers.mqtt_url} (MQTT {brokers.mqtt_protocol})")
         print(f"  Kafka {'tansu' if brokers.kafka else 'external'} at {brokers.kafka_brokers}")
@@ -156,7 +188,35 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         _show_an_alert(tally)
         flows.close()  # the live flows stop; what the archive had not rolled yet is re-read below
         replayed = _archive_then_backfill(env, workdir)
-    return _summary(expected, len(messages), published, tally, replayed, emailed)
+    drawn = _map(Path(env["FLEET_LAKE_DIR"]), workdir / "backfill-alerts.jsonl", workdir)
+    return _summary(expected, len(messages), published, tally, replayed, emailed, drawn)
+
+
+def _habits(fleet: RoadFleetSimulator) -> str:
+    counts = Counter(habit.value for habit in fleet.habits().values())
+    return "drivers: " + ", ".join(f"{n} {habit}" for habit, n in counts.most_common())
+
+
+def write_map(lake: Path, alerts: Path, out: Path) -> str:
+    """The run's map (``fleetwatch.map``): the extract's roads, the lake's tracks and the
+    alerts of ``alerts`` coloured by rule, as a PNG at ``out``; its summary line."""
+    from fleetwatch.map import parse_args
+    from fleetwatch.map import run as draw_map
+
+    return draw_map(parse_args(["--lake", str(lake), "--alerts", str(alerts), "--out", str(out)]))
+
+
+def _map(lake: Path, alerts: Path, workdir: Path) -> Path | None:
+    """``write_map`` into the workdir; None (and why, printed) when it failed."""
+    from fleetwatch.map import DrawError
+    from fleetwatch.whatif import UsageError
+
+    try:
+        print(f"  {write_map(lake, alerts, workdir / 'map.png')}")
+    except (DrawError, UsageError, OSError) as error:
+        print(f"  the map was not drawn: {error}")
+        return None
+    return workdir / "map.png"
 
 
 def _publish_with_progress(
@@ -238,6 +298,7 @@ def _summary(
     tally: TopicTally,
     replayed: set[str],
     emailed: set[str],
+    drawn: Path | None,
 ) -> int:
     missing = expected.reading_ids - tally.distinct[TELEMETRY]
     got_alerts = tally.distinct[ALERTS]
@@ -261,6 +322,7 @@ def _summary(
             "backfill over the lake",
             f"{len(replayed)} alerts, {'the same' if replayed == got_alerts else 'DIFFERENT'} ids",
         ),
+        ("map of the run", str(drawn) if drawn else "NOT DRAWN"),
     ]
     print("\nsummary")
     for label, value in rows:
@@ -272,6 +334,7 @@ def _summary(
         and got_alerts == expected.alert_ids
         and replayed == got_alerts
         and emailed == got_alerts
+        and drawn is not None
     )
     print(
         "  result: every message accounted for, alerts as expected"

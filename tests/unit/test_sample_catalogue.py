@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from connectors.catalogue import catalogue_files, load_catalogue, load_zones
+from devtools.demo import demo_fleet
 from devtools.simulator import FleetConfig, FleetSimulator
 from domain.alerts import build_alert, encode_alert
 from domain.catalogue import (
@@ -36,7 +37,7 @@ from tests.kube import ROOT
 CATALOGUE = ROOT / "catalogue"
 RULES = CATALOGUE / "rules"
 ZONES = CATALOGUE / "zones.geojson"
-YARD = "Cologne yard"
+YARD = "South Harbour yard"
 G = 9.80665  # m/s² per g
 # Version 2 of the sample applies from here on.
 DECEMBER = to_epoch_ms(datetime(2026, 12, 1, tzinfo=UTC))
@@ -213,26 +214,12 @@ def test_harsh_braking_is_about_0_4_g_and_stricter_rules_are_stricter() -> None:
 # --- The yard is where the demo's trucks drive -------------------------------------------
 
 
-def demo_fleet(start_ms: int) -> FleetConfig:
-    """devtools/demo.py's fleet (200 trucks, 2,000 messages/s): the positions follow from
-    these values, so keep them in step with ``devtools.demo.run``."""
-    trucks, rate = 200, 2000.0
-    return FleetConfig(
-        trucks=trucks,
-        seed=42,
-        start_ms=start_ms,
-        interval_s=trucks / rate,
-        bad_share=0.02,
-        resend_share=0.01,
-        disorder_s=2.0,
-        episode_chance=0.002,
-        spike_chance=0.0002,
-    )
-
-
 def test_the_yard_is_where_the_demo_trucks_drive() -> None:
     yard = load_zones(ZONES)[YARD]
-    readings = fleet(demo_fleet(DECEMBER), 20_000)
+    # devtools/demo.py's fleet with its defaults (200 trucks, 2,000 messages/s for 60 s),
+    # the first 100 s of its drive, an hour into 1 December.
+    demo = demo_fleet(200, 2000.0, 60.0, end_ms=DECEMBER + 3_600_000)
+    readings = [m.reading for m in demo.messages(20_000) if m.reading is not None]
     inside = [
         r
         for r in readings
