@@ -45,6 +45,7 @@ Node = tuple[float, float]  # (lat, lon) of an OSM node
 
 DEFAULT_LIMIT_KMH = 30.0  # a way without maxspeed: Helsinki's common street limit
 FAST_ROAD_KMH = 40.0  # the extract's faster roads (its limits run 5-50 km/h)
+TOWN_ROAD_KMH = 40.0  # town streets: limited to this or less
 ACCEL = 1.0  # m/s², a loaded truck pulling away
 RECKLESS_ACCEL = 1.8
 DECEL = 1.2  # m/s², planned braking: ~8.6 km/h in 2 s, far from harsh
@@ -72,7 +73,7 @@ class Habit(Enum):
 
     CAREFUL = "careful"  # 0.80-0.97 everywhere
     FAST_ROAD_SPEEDER = "fast_road_speeder"  # 1.20-1.50 on roads limited to 40+ km/h
-    TOWN_SPEEDER = "town_speeder"  # 1.25-1.60 on streets limited to 30 km/h or less
+    TOWN_SPEEDER = "town_speeder"  # 1.35-1.60 on streets limited to 40 km/h or less
     HARSH_BRAKER = "harsh_braker"  # 0.85-1.00, and sudden stops of 25+ km/h in seconds
     RECKLESS = "reckless"  # 1.10-1.35, bursts at 92-112 km/h on fast roads
 
@@ -90,8 +91,8 @@ def speed_factor(habit: Habit, limit_kmh: float, rng: random.Random) -> float:
     """The share of ``limit_kmh`` a driver of ``habit`` aims at on one way."""
     if habit is Habit.FAST_ROAD_SPEEDER and limit_kmh >= FAST_ROAD_KMH:
         return rng.uniform(1.20, 1.50)
-    if habit is Habit.TOWN_SPEEDER and limit_kmh < FAST_ROAD_KMH:
-        return rng.uniform(1.25, 1.60)
+    if habit is Habit.TOWN_SPEEDER and limit_kmh <= TOWN_ROAD_KMH:
+        return rng.uniform(1.35, 1.60)
     if habit is Habit.RECKLESS:
         return rng.uniform(1.10, 1.35)
     if habit is Habit.CAREFUL:
@@ -400,16 +401,18 @@ class RoadFleetSimulator(FleetSimulator):
         overrides it on every way), then the braking plan."""
         leg = driver.leg
         assert leg is not None
-        factors: dict[int, float] = {}
+        # One factor per street and limit: a street of many ways is driven alike.
+        factors: dict[tuple[str | int, float], float] = {}
         targets = []
         for way in leg.ways:
             limit = self._limit_kmh(driver, way)
             if burst_kmh is not None:
                 targets.append(max(burst_kmh, limit) / 3.6)
                 continue
-            if way not in factors:
-                factors[way] = speed_factor(driver.habit, limit, driver.rng)
-            targets.append(limit * factors[way] / 3.6)
+            street = (self.network.ways[way].road_name or way, limit)
+            if street not in factors:
+                factors[street] = speed_factor(driver.habit, limit, driver.rng)
+            targets.append(limit * factors[street] / 3.6)
         leg.targets = targets
         leg.plan(DECEL)
 

@@ -241,6 +241,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--topic-template", default="fleet/{truck_id}/telemetry")
     parser.add_argument("--start", help="event time of the first reading, RFC 3339 (default: now)")
     parser.add_argument("--parquet", help="write the valid readings here instead of publishing")
+    parser.add_argument(
+        "--roads",
+        action="store_true",
+        help="trucks that drive on the roads of Helsinki (devtools.road_fleet), as make demo's",
+    )
     return parser.parse_args(argv)
 
 
@@ -258,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         topic_template=args.topic_template,
     )
     count = args.count if args.count is not None else int(args.rate * args.duration)
-    messages = list(FleetSimulator(config).messages(count))
+    if args.roads:
+        from devtools.road_fleet import RoadFleetSimulator
+
+        messages = list(RoadFleetSimulator(config).messages(count))
+    else:
+        messages = list(FleetSimulator(config).messages(count))
     if args.parquet:
         from connectors.parquet import write_readings
 
