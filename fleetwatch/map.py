@@ -78,6 +78,9 @@ ALERT_COLOURS = (
     "#8c564b",
     "#bcbd22",
     "#17becf",
+    # The sample catalogue has ten rules (version 3): ten colours, so no two share one.
+    "#000000",
+    "#98df8a",
 )
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 

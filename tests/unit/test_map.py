@@ -18,6 +18,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
+from connectors.catalogue import load_catalogue
 from connectors.parquet import READING_SCHEMA
 from fleetwatch.map import ROAD_COLOUR, TRACK_COLOUR, main, rule_colours
 
@@ -26,6 +27,7 @@ START = datetime(2026, 11, 24, 8, tzinfo=UTC)
 TRUCKS = ("T001", "T002")
 RULES = ("harsh_speeding", "sustained_speeding")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SAMPLE = (ROOT / "catalogue" / "rules", ROOT / "catalogue" / "zones.geojson")
 
 
 @pytest.fixture(autouse=True)
@@ -194,3 +196,6 @@ def test_rule_colours_are_stable_and_distinct_from_roads_and_tracks() -> None:
     assert list(colours) == ["a", "b", "c"]
     assert len(set(colours.values())) == 3
     assert not {ROAD_COLOUR, TRACK_COLOUR} & set(colours.values())
+    # Every rule of the sample catalogue has a colour of its own.
+    sample = {rule.id for v in load_catalogue(*SAMPLE).versions for rule in v.rules}
+    assert len(set(rule_colours(sorted(sample)).values())) == len(sample)
