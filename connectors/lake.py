@@ -1,7 +1,9 @@
 """The Parquet lake (CONTRACT.md section 8): ``date=YYYY-MM-DD/<file>.parquet`` under a root.
 
-A file holds the readings of one *roll*: a range of offsets of one Kafka partition of
-``fleet.telemetry``, split by date. Its name says exactly that:
+A file holds the rows of one *roll*: a range of offsets of one Kafka partition, split by
+the UTC date of one timestamp column (the readings of ``fleet.telemetry`` by ``ts`` in the
+lake's root; the archived alerts of ``fleet.alerts`` by ``window_end`` in its ``alerts/``,
+connectors/alert_lake.py). Its name says exactly that:
 
     date=2026-11-24/p0003-00000000000000001200-00000000000000004711-1of2.parquet
 
@@ -101,10 +103,12 @@ class _WritingGate:
 
 
 class Lake:
-    """A lake directory: what it holds, and writing rolls into it."""
+    """A lake directory: what it holds, and writing rolls into it. ``day_column`` is the
+    timestamp column (UTC) whose date names each row's ``date=`` directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, day_column: str = "ts") -> None:
         self.root = root
+        self.day_column = day_column
         self._gate = _WritingGate()
 
     def files(self) -> list[LakeFile]:
@@ -140,8 +144,15 @@ class Lake:
     def write_roll(
         self, partition: int, first_offset: int, last_offset: int, readings: Iterable[Reading]
     ) -> list[Path]:
-        """Write one roll: a file per date of the readings' event time, each atomically."""
-        frame = readings_frame(list(readings)).with_columns(pl.col("ts").dt.date().alias("_date"))
+        """Write one roll of readings: a file per date of their event time, each atomically."""
+        return self.write_rows(partition, first_offset, last_offset, readings_frame(list(readings)))
+
+    def write_rows(
+        self, partition: int, first_offset: int, last_offset: int, rows: pl.DataFrame
+    ) -> list[Path]:
+        """Write one roll of ``rows`` (every column kept as it is): a file per UTC date of
+        ``day_column``, each atomically; an empty ``rows`` still writes one empty file."""
+        frame = rows.with_columns(pl.col(self.day_column).dt.date().alias("_date"))
         by_date = sorted(
             frame.partition_by("_date", as_dict=True).items(), key=lambda item: str(item[0][0])
         )
@@ -149,10 +160,10 @@ class Lake:
             # Every record in the range was refused: an empty file still records the range.
             by_date = [((None,), frame)]
         parts = []
-        for part, ((day,), rows) in enumerate(by_date, start=1):
+        for part, ((day,), day_rows) in enumerate(by_date, start=1):
             directory = self.root / f"date={day if day is not None else 'none'}"
             path = directory / file_name(partition, first_offset, last_offset, part, len(by_date))
-            parts.append((path, _parquet_bytes(rows.drop("_date"))))
+            parts.append((path, _parquet_bytes(day_rows.drop("_date"))))
         with self._gate.writing():
             return _write_all_or_nothing(parts)
 

@@ -12,6 +12,7 @@ order, in chunks. Its snapshot is the number of chunks handed out.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
+from connectors.alert_lake import ALERTS_DIR
 from domain.catalogue import Prefilter
 from domain.dead_letters import Reason
 from domain.readings import (
@@ -41,6 +43,7 @@ from runtime.progress import Progress
 COLUMNS = ["event_id", "truck_id", "ts", "speed_kmh", "lat", "lon"]
 # Rust's regex: ``$`` is the end of the text (no multi-line mode), unlike Python's.
 _TRUCK_ID = f"^{TRUCK_ID_PATTERN}$"
+_GLOB_MAGIC = frozenset("*?[")
 CHUNK_READINGS = 20_000
 # Bad rows go to the dead-letter sink in batches of this many, not a bucket's all at once
 # (300k bad rows once made one 125 MB batch): memory stays bounded by the chunk size.
@@ -52,17 +55,36 @@ class BackfillInputError(ValueError):
 
 
 def resolve_inputs(spec: str) -> list[Path]:
-    """A file, a directory (searched recursively) or a glob -> the Parquet files, sorted."""
+    """A file, a directory (searched recursively) or a glob -> the Parquet files, sorted.
+
+    The archived alerts in a lake's ``alerts/`` (connectors/alert_lake.py) are no readings:
+    a directory's ``alerts/`` is skipped, and so is the one in a glob's fixed leading
+    directory (``lake/**/*.parquet``); name it in the glob to read it anyway."""
     path = Path(spec)
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = [p for p in path.rglob("*.parquet") if not p.name.startswith(".")]
+        files = [
+            p
+            for p in path.rglob("*.parquet")
+            if not p.name.startswith(".") and not _archived_alerts(p, path)
+        ]
     else:
-        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+        root = Path(*itertools.takewhile(lambda part: not _GLOB_MAGIC & set(part), path.parts))
+        files = [
+            Path(p)
+            for p in glob.glob(spec, recursive=True)
+            if Path(p).is_file() and not _archived_alerts(Path(p), root)
+        ]
     if not files:
         raise BackfillInputError(f"FLEET_BACKFILL_INPUT={spec!r} names no Parquet file")
     return sorted(files)
+
+
+def _archived_alerts(file: Path, root: Path) -> bool:
+    """Whether ``file`` lies in the ``alerts/`` directory right under ``root``."""
+    parts = file.relative_to(root).parts if file.is_relative_to(root) else ()
+    return len(parts) > 1 and parts[0] == ALERTS_DIR
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ class Stage(StrEnum):
     BRIDGE = "bridge"
     ALERTS = "alerts"
     ARCHIVE = "archive"
+    ARCHIVE_ALERTS = "archive_alerts"
     BACKFILL = "backfill"
     NOTIFY = "notify"
     STORE = "store"
