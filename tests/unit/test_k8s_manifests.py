@@ -254,3 +254,21 @@ def test_the_rules_config_map_is_the_sample_catalogue_and_loads(
     (tmp_path / "zones.geojson").write_text(zones["zones.geojson"])
     catalogue = load_catalogue(tmp_path / "rules", tmp_path / "zones.geojson")
     assert [v.version for v in catalogue.versions] == [1, 2, 3]
+
+
+def test_both_archives_write_the_one_lake_volume_at_fleet_lake_dir(
+    manifests: list[Manifest],
+) -> None:
+    lake_dir = find(manifests, "ConfigMap", "fleetwatch-config")["data"]["FLEET_LAKE_DIR"]
+    for name, module in (
+        ("fleetwatch-archive", "dataflows.archive"),
+        ("fleetwatch-archive-alerts", "dataflows.archive_alerts"),
+    ):
+        statefulset = find(manifests, "StatefulSet", name)
+        (main,) = statefulset["spec"]["template"]["spec"]["containers"]
+        assert main["args"] == [module]
+        assert mounts_of(statefulset)["lake"]["mountPath"] == lake_dir
+        (lake,) = [
+            v for v in statefulset["spec"]["template"]["spec"]["volumes"] if v["name"] == "lake"
+        ]
+        assert lake["persistentVolumeClaim"]["claimName"] == "fleetwatch-lake"
