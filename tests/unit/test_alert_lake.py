@@ -168,6 +168,30 @@ def test_a_roll_of_nothing_but_bad_records_is_an_empty_frame_of_the_schema() -> 
     assert len(dead) == 2
 
 
+@pytest.mark.unprocessable_expected
+def test_a_record_that_fails_for_no_named_reason_is_unprocessable_and_the_roll_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataflows.archive_alerts as flow
+
+    def broken_row(alert: Alert) -> dict[str, Any]:
+        if alert.alert_id == PLAIN.alert_id:
+            raise RuntimeError("a bug")
+        if alert.truck_id == "T0099":  # a row no Parquet column holds: found alone
+            return alert_row(alert) | {"count": 2**70}
+        return alert_row(alert)
+
+    monkeypatch.setattr(flow, "alert_row", broken_row)
+    odd = replace(ALERT, alert_id="c" * 32, truck_id="T0099")
+    frame, dead = decode([encode_alert(PLAIN), encode_alert(ALERT), encode_alert(odd)])
+    assert frame["alert_id"].to_list() == [ALERT.alert_id]
+    assert [(d.reason, d.raw) for d in dead] == [
+        ("unprocessable", encode_alert(PLAIN)),
+        ("unprocessable", encode_alert(odd)),
+    ]
+    assert dead[0].detail == "RuntimeError: a bug"
+
+
 def test_alerts_frame_refuses_what_alert_row_would_not_make() -> None:
     row = alert_row(ALERT) | {"count": 2**70}
     with pytest.raises(Exception):  # noqa: B017, PT011 - Polars' overflow error
