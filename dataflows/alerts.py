@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -49,13 +51,28 @@ from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from dataflows._rules import RuleBooks, live_catalogue, posted_limits
-from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
+from dataflows.scorecards import (
+    ScorecardStep,
+    score_keeper,
+    scorecard_line,
+    scorecards,
+    split_tallies,
+)
+from dataflows.scorecards import weights as scorecard_weights
+from dataflows.speeding import (
+    Arrivals,
+    LateReading,
+    RuleOutcome,
+    SpeedingRulesStep,
+    Unprocessable,
+)
 from domain.alerts import build_alert, encode_alert
 from domain.catalogue import CatalogueError, RuleBook
 from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig, builtin_book
+from domain.scorecards import LocalDays, Scorecard, ScoreKeeper
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import ALERTS, LATE_READINGS, READINGS_IN
@@ -123,7 +140,7 @@ class OutcomeRecords:
     now: Callable[[], datetime]
     history: Callable[[], HistoryIndex | None] = no_history
 
-    def to_records(self, keyed: tuple[str, Outcome]) -> list[OutboundRecord | DeadLetter]:
+    def to_records(self, keyed: tuple[str, RuleOutcome]) -> list[OutboundRecord | DeadLetter]:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
             _LATE.inc()
@@ -174,6 +191,9 @@ def build_flow(
     dead_letters: Sink[OutboundRecord] | None = None,
     rule_book: Callable[[], RuleBook] | None = None,
     limits: PostedLimits | None = None,
+    scoring: ScoreKeeper | None = None,
+    scorecard_step: ScorecardStep | None = None,
+    scorecard_sink: Sink[OutboundRecord] | None = None,
 ) -> Dataflow:
     """The alerts flow. Three clocks, each for what it is good for: ``now``, processing time,
     stamps what the flow emits (detected_at, DLQ received_at); ``quiet_clock`` times quiet
@@ -182,7 +202,9 @@ def build_flow(
     notifications with, its own wall clock, whatever ``now`` is in a test. ``history``
     returns the driver history in use. ``dead_letters``: the DLQ sink (default ``sink``).
     ``rule_book`` returns the rules in force (default: section 4's rules from ``config``);
-    ``limits``: the road network that gives readings their posted limits (default none)."""
+    ``limits``: the road network that gives readings their posted limits (default none);
+    ``scoring`` and ``scorecard_step``: driver scorecards (dataflows/scorecards.py), written
+    to ``scorecard_sink`` (default ``sink``) as records of ``topics.scorecards``."""
     books = rule_book or (lambda: builtin_book(config))
     # The trucks' classes as the rules see them: a reading's limit is its truck's.
     decoder = TelemetryDecoder(topics, now, max_future_ms, limits, lambda: books().vehicle_classes)
@@ -193,6 +215,7 @@ def build_flow(
         max_trucks=max_trucks,
         quiet_clock=quiet_clock or now,
         rule_book=rule_book,
+        scoring=scoring,
     )
     outcome_records = OutcomeRecords(topics, now, history)
 
@@ -200,10 +223,17 @@ def build_flow(
     fetches = op.input("kafka_source", flow, source)  # Fetch: the values of one Kafka fetch
     decoded = op.flat_map_batch("decode_batch", fetches, decoder.decode_batch)
     arrivals = split_dead_letters("split_decoded", decoded)  # (truck_id, Arrivals) | dead
-    outcomes = op.stateful_batch(
-        "speeding_rules", arrivals.oks, rules.build
-    )  # (truck_id, Detection | LateReading | Unprocessable)
+    outcomes, tallies = split_tallies(
+        "outcomes", op.stateful_batch("speeding_rules", arrivals.oks, rules.build)
+    )  # (truck_id, Detection | LateReading | Unprocessable), DayTally (scorecards on)
     records = op.flat_map("to_records", outcomes, outcome_records.to_records)
+    if scorecard_step is not None:
+        cards = scorecards("scorecards", tallies, scorecard_step)
+        op.output(
+            "scorecards_out",
+            op.map("scorecard_records", cards, partial(_scorecard_record, topics.scorecards)),
+            scorecard_sink or sink,
+        )
     out = split_dead_letters("split_records", records)  # OutboundRecord | dead
     op.output("kafka_sink", out.oks, sink)  # alerts and late readings
     output_dead_letters(
@@ -212,10 +242,23 @@ def build_flow(
     return flow
 
 
+def _scorecard_record(topic: str, card: Scorecard) -> OutboundRecord:
+    key, value = scorecard_line(card)
+    return OutboundRecord(topic, key.encode(), value)
+
+
 def flow_from_settings(settings: Settings) -> Dataflow:
     """Plug the real Kafka source and sink into ``build_flow``."""
     topics = settings.topics
     used = [topics.telemetry, topics.alerts, topics.late, topics.dlq, topics.heartbeats]
+    cards = settings.scorecards
+    if cards.out is not None and cards.out != "kafka":
+        raise SettingsError(
+            "FLEET_SCORECARDS_OUT: the alerts flow writes scorecards to Kafka only ('kafka');"
+            " a .jsonl path is for dataflows.backfill"
+        )
+    if cards.out is not None:
+        used.append(topics.scorecards)
     prepare("alerts", settings, ["kafka", "topics", "rules", "stream", "history"], used)
     limits = posted_limits(settings.rules)
     # A truck is quiet only while the input flows: outages do not count (connectors/liveness.py).
@@ -246,6 +289,16 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         dead_letters=dead_letters,
         rule_book=RuleBooks(catalogue, history.current),
         limits=limits,
+        scoring=score_keeper(cards, settings.rules, history.current),
+        scorecard_step=None
+        if cards.out is None
+        else ScorecardStep(
+            LocalDays(ZoneInfo(cards.timezone)),
+            scorecard_weights(cards),
+            timedelta(seconds=cards.grace_s),
+            utc_now,
+            quiet_clock=input_clock.now,
+        ),
     )
 
 

@@ -24,10 +24,11 @@ Scale:  ``-w N`` / ``-i/-a``: the input is split by truck into 16 buckets. Ends 
 from __future__ import annotations
 
 import atexit
+import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bytewax import operators as op
@@ -49,13 +50,27 @@ from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
 from dataflows._rules import fixed_catalogue, posted_limits
-from dataflows.speeding import Arrivals, LateReading, Outcome, SpeedingRulesStep, Unprocessable
+from dataflows.scorecards import (
+    ScorecardStep,
+    score_keeper,
+    scorecard_line,
+    scorecards,
+    split_tallies,
+)
+from dataflows.speeding import (
+    Arrivals,
+    LateReading,
+    RuleOutcome,
+    SpeedingRulesStep,
+    Unprocessable,
+)
 from domain.alerts import build_alert, encode_alert
-from domain.catalogue import CatalogueError, RuleBook
+from domain.catalogue import CatalogueError, Prefilter, RuleBook
 from domain.dead_letters import DeadLetter, Reason, Stage
 from domain.history import HistoryIndex
 from domain.readings import encode_canonical
 from domain.rules import RuleConfig
+from domain.scorecards import ScoreKeeper
 from domain.timestamps import EPOCH, to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import ALERTS, READINGS_IN
@@ -108,7 +123,7 @@ class BackfillLines:
             )
         return out
 
-    def alert_lines(self, keyed: tuple[str, Outcome]) -> list[KeyedLine | DeadLetter]:
+    def alert_lines(self, keyed: tuple[str, RuleOutcome]) -> list[KeyedLine | DeadLetter]:
         truck_id, outcome = keyed
         if isinstance(outcome, LateReading):
             # Each truck's readings arrive sorted: nothing can be late. A bug if it is, so it
@@ -155,9 +170,12 @@ def build_flow(
     progress: Progress,
     rule_book: RuleBook | None = None,
     limits: PostedLimits | None = None,
+    scorecards_out: tuple[ScoreKeeper, ScorecardStep, Sink[KeyedLine]] | None = None,
 ) -> Dataflow:
     """``rule_book``: the rules (default: section 4's from ``config``), fixed for the run;
-    ``limits``: the road network that gives readings their posted limits (default none)."""
+    ``limits``: the road network that gives readings their posted limits (default none);
+    ``scorecards_out``: driver scorecards (dataflows/scorecards.py) and where they go. The
+    source must then keep every reading (scorecards count them all)."""
     book = rule_book
     rules = SpeedingRulesStep(
         config,
@@ -166,6 +184,7 @@ def build_flow(
         sorted_input=True,  # ParquetReadingsSource: each truck's readings sorted, deduplicated
         flow="backfill",
         rule_book=None if book is None else lambda: book,
+        scoring=None if scorecards_out is None else scorecards_out[0],
     )
     classes = book.vehicle_classes if book is not None else {}
     lines = BackfillLines(history, progress, limits=limits, vehicle_classes=classes)
@@ -175,7 +194,13 @@ def build_flow(
     arrivals = split_dead_letters(
         "split_rows", op.flat_map_batch("arrivals", items, lines.arrivals)
     )  # (truck_id, Arrivals) | dead letter
-    outcomes = op.stateful_batch("speeding_rules", arrivals.oks, rules.build)
+    outcomes, tallies = split_tallies(
+        "outcomes", op.stateful_batch("speeding_rules", arrivals.oks, rules.build)
+    )
+    if scorecards_out is not None:
+        _, step, cards_out = scorecards_out
+        cards = scorecards("scorecards", tallies, step)
+        op.output("scorecards_out", op.map("scorecard_lines", cards, scorecard_line), cards_out)
     alerts = split_dead_letters(
         "split_alerts", op.flat_map("alert_lines", outcomes, lines.alert_lines)
     )  # (truck_id, alert JSON) | dead letter
@@ -193,6 +218,8 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     backfill = settings.backfill
     to_kafka = backfill.alerts_out == "kafka"
     used = [settings.topics.alerts, settings.topics.dlq] if to_kafka else []
+    if settings.scorecards.out == "kafka":
+        used.append(settings.topics.scorecards)
     prepare("backfill", settings, ["backfill", "rules", "history", "kafka", "topics"], used)
     assert backfill.input is not None  # validated
     assert backfill.alerts_out is not None
@@ -217,10 +244,32 @@ def flow_from_settings(settings: Settings) -> Dataflow:
     else:
         path = Path(backfill.alerts_out)
         alerts_out, dead_out = JsonlSink(path), JsonlSink(dead_letter_path(path))
-    prefilter = catalogue.prefilter
+    cards = settings.scorecards
+    scoring = score_keeper(cards, settings.rules, lambda: history)
+    scorecards_out = None
+    # Scorecards count every reading; without them the rules need only some.
+    prefilter = catalogue.prefilter if scoring is None else Prefilter(-math.inf)
+    if scoring is not None:
+        assert cards.out is not None
+        step = ScorecardStep(
+            scoring.days,
+            scoring.weights,
+            timedelta(seconds=cards.grace_s),
+            _no_wall_clock,
+            wall_clock=False,
+            flow="backfill",
+        )
+        cards_sink: Sink[KeyedLine] = (
+            KafkaTopicSink(settings.kafka.producer_config(), settings.topics.scorecards)
+            if cards.out == "kafka"
+            else JsonlSink(Path(cards.out))
+        )
+        scorecards_out = (scoring, step, cards_sink)
     source = ParquetReadingsSource(files, prefilter, progress=progress)
     limits = posted_limits(settings.rules)
-    return build_flow(source, alerts_out, dead_out, config, history, progress, book, limits)
+    return build_flow(
+        source, alerts_out, dead_out, config, history, progress, book, limits, scorecards_out
+    )
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -64,6 +64,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from domain.readings import Reading, encode_canonical
 from domain.rules import Detection, RuleBook, RuleConfig, TruckState, builtin_book
+from domain.scorecards import DayTally, ScoreKeeper
 from runtime.metrics import PENDING_OVERFLOW, TRUCKS_EVICTED
 
 log = structlog.get_logger("fleetwatch.unprocessable")
@@ -100,7 +101,8 @@ class Unprocessable:
     detail: str
 
 
-Outcome = Detection | LateReading | Unprocessable
+RuleOutcome = Detection | LateReading | Unprocessable
+Outcome = RuleOutcome | DayTally
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class SpeedingRulesStep:
     # The rules in force (FLEET_RULES with the trucks' classes, swapped when they change);
     # default: section 4's rules from ``config``. Asked once per call of a truck's logic.
     rule_book: Callable[[], RuleBook] | None = None
+    # With scorecards on (FLEET_SCORECARDS_OUT), each run of judged readings also gives its
+    # ``DayTally``s (domain/scorecards.py), out among the outcomes.
+    scoring: ScoreKeeper | None = None
     _workers: dict[int, _Trucks] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -289,7 +294,7 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
                     LateReading(readings[i].truck_id, _raw(readings, raws, i)) for i in late
                 )
             if released:
-                outcomes.extend(state.evaluate(released, config, self._step.book()))
+                outcomes.extend(self._judged(state, released))
             if overflowed:
                 PENDING_OVERFLOW.labels(self._step.flow).inc(overflowed)
             if not kept:
@@ -366,16 +371,26 @@ class _SpeedingLogic(StatefulBatchLogic[Arrivals, Outcome, TruckState]):
         try:
             flushed = state.timeline.release(self._config.allowed_lateness_ms, flush=True)
             released.extend(flushed)
-            self.held = state.evaluate(flushed, self._config, self._step.book())
+            self.held = self._judged(state, flushed)
         except Exception as error:
             self.held = [self._dead_letters(error, state, [], [], released)]
         return "flushed"
 
-    def _flush(self, released: list[Reading]) -> list[Detection]:
+    def _flush(self, released: list[Reading]) -> list[Outcome]:
         """Evaluate everything pending; ``released`` gets the readings first."""
         flushed = self.state.timeline.release(self._config.allowed_lateness_ms, flush=True)
         released.extend(flushed)
-        return self.state.evaluate(flushed, self._config, self._step.book())
+        return self._judged(self.state, flushed)
+
+    def _judged(self, state: TruckState, released: list[Reading]) -> list[Outcome]:
+        """The rules' detections for ``released`` (in event-time order), and with scorecards
+        on the day tallies of those readings and detections."""
+        detections = state.evaluate(released, self._config, self._step.book())
+        scoring = self._step.scoring
+        if scoring is None or not released:
+            return list(detections)
+        state.previous, tallies = scoring.tallies(state.previous, released, detections)
+        return [*detections, *tallies]
 
     def _leave(self) -> tuple[list[Outcome], bool]:
         """An evicted truck's last call: what it owes, and Bytewax drops it."""

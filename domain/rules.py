@@ -333,6 +333,9 @@ class TruckState:
 
     timeline: TruckTimeline = field(default_factory=TruckTimeline)
     rules: dict[str, RuleState] = field(default_factory=dict)
+    # The last reading judged, (ts, lat, lon, speed), while scorecards are kept: the first
+    # of the next pair (domain/scorecards.py). A snapshot from before has none.
+    previous: tuple[int, float | None, float | None, float] | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         rules = state.get("rules")
@@ -406,4 +409,5 @@ class TruckState:
         return len(timeline.pending) + len(timeline.seen) + held
 
     def copy(self) -> TruckState:
-        return TruckState(self.timeline.copy(), {k: v.copy() for k, v in self.rules.items()})
+        rules = {k: v.copy() for k, v in self.rules.items()}
+        return TruckState(self.timeline.copy(), rules, self.previous)

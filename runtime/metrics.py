@@ -35,6 +35,16 @@ ALERTS = Counter(
     "Alerts emitted, by rule and severity.",
     ["flow", "rule", "severity"],
 )
+SCORECARDS = Counter(
+    "fleetwatch_scorecards",
+    "Driver scorecards emitted (one per driver and local day, once the day has closed).",
+    ["flow"],
+)
+SCORECARD_LATE_TALLIES = Counter(
+    "fleetwatch_scorecard_late_tallies",
+    "Tallies of readings or alerts for a driver's day whose scorecard had gone out already.",
+    ["flow"],
+)
 HISTORY_RELOADS = Counter(
     "fleetwatch_history_reloads",
     "Driver-history loads, by outcome (ok, failed).",

@@ -160,9 +160,17 @@ class Topics:
     dlq: str = "fleet.dlq"
     late: str = "fleet.telemetry.late"
     heartbeats: str = "fleet.heartbeats"
+    scorecards: str = "fleet.scorecards"
 
     def all(self) -> list[str]:
-        return [self.telemetry, self.alerts, self.dlq, self.late, self.heartbeats]
+        return [
+            self.telemetry,
+            self.alerts,
+            self.dlq,
+            self.late,
+            self.heartbeats,
+            self.scorecards,
+        ]
 
 
 @dataclass(frozen=True)
@@ -281,6 +289,22 @@ class BackfillSettings:
 
 
 @dataclass(frozen=True)
+class ScorecardSettings:
+    """Driver scorecards (CONTRACT.md section 11): where they go, the calendar they count
+    days in, how long a closed day waits for stragglers, and the score's weights."""
+
+    # FLEET_SCORECARDS_OUT: "kafka" (FLEET_TOPIC_SCORECARDS), a path ending .jsonl, or
+    # unset: no scorecards (and no cost).
+    out: str | None = None
+    timezone: str = "UTC"  # FLEET_TIMEZONE
+    # FLEET_SCORECARD_GRACE_S: a day's scorecard goes out once the day's end plus this has
+    # passed in event time (the newest reading of that driver and day, plus the wall time
+    # since; dataflows/scorecards.py); a bounded run closes every day at its end.
+    grace_s: float = 600.0
+    weights: str | None = None  # FLEET_SCORE_WEIGHTS, JSON (domain/scorecards.py)
+
+
+@dataclass(frozen=True)
 class NotifySettings:
     """The REST e-mail API dataflows.notify calls (FLEET_NOTIFY_*)."""
 
@@ -324,6 +348,7 @@ class Settings:
     backfill: BackfillSettings
     notify: NotifySettings
     dynamodb: DynamoSettings
+    scorecards: ScorecardSettings = field(default_factory=ScorecardSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -369,6 +394,7 @@ class Settings:
                 dlq=env.get("FLEET_TOPIC_DLQ", "fleet.dlq", _kafka_topic),
                 late=env.get("FLEET_TOPIC_LATE", "fleet.telemetry.late", _kafka_topic),
                 heartbeats=env.get("FLEET_TOPIC_HEARTBEATS", "fleet.heartbeats", _kafka_topic),
+                scorecards=env.get("FLEET_TOPIC_SCORECARDS", "fleet.scorecards", _kafka_topic),
             ),
             rules=RuleSettings(
                 threshold_kmh=env.get("FLEET_THRESHOLD_KMH", "90", _finite_between(0, 400)),
@@ -435,6 +461,12 @@ class Settings:
                 retention_days=env.get(
                     "FLEET_DYNAMODB_RETENTION_DAYS", "90", _int_between(1, 36_500)
                 ),
+            ),
+            scorecards=ScorecardSettings(
+                out=env.get_optional("FLEET_SCORECARDS_OUT", _alerts_out),
+                timezone=env.get("FLEET_TIMEZONE", "UTC", _timezone),
+                grace_s=env.get("FLEET_SCORECARD_GRACE_S", "600", _finite_between(0, 86_400 * 7)),
+                weights=env.get_optional("FLEET_SCORE_WEIGHTS", _score_weights),
             ),
         )
 
@@ -648,6 +680,18 @@ def _signing_secret(raw: str) -> str:
     from domain.notifications import secret_bytes
 
     secret_bytes(raw)
+    return raw
+
+
+def _score_weights(raw: str) -> str:
+    import json
+
+    from domain.scorecards import weights_from_json
+
+    try:
+        weights_from_json(json.loads(raw))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error.msg}") from None
     return raw
 
 

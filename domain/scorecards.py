@@ -1,0 +1,293 @@
+"""Driver scorecards (CONTRACT.md section 11): per driver and local day, from the readings the
+rules evaluate and the alerts they raise. Pure logic; dataflows/scorecards.py runs it.
+
+Two steps, so that a driver who changes trucks, or a truck that changes drivers, comes out
+right whatever the arrival order:
+
+* Per truck (``ScoreKeeper.tallies``, called by the rules' step with each run of released
+  readings, in event-time order): each reading goes to the driver assigned to its truck at
+  its ts (section 6) and to the local day of its ts (FLEET_TIMEZONE); each *pair* of
+  consecutive readings, both with a position and at most 60 s apart, goes whole to the
+  driver and day of its second reading; each alert to its driver and the local day of its
+  window_end. What one run gives is a ``DayTally`` per (driver, day).
+* Per (driver, day) (``DayTally.merge``): tallies from any trucks and runs add up, and the
+  scorecard is built once the day has closed (``Scorecard.of``).
+
+Exactness. Counts and durations are integers (ms); the maximum is a maximum; distances are
+kept as an exact sum (``math.fsum``'s partials, Shewchuk's algorithm), so however the pairs
+are grouped into tallies and the tallies merged, the distance is the sum of the pairs'
+distances rounded once. The stream, the backfill and any restart give the same figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
+
+import msgspec
+
+from domain.alerts import build_alert
+from domain.catalogue import Detection
+from domain.history import HistoryIndex
+from domain.readings import Reading
+
+EARTH_RADIUS_KM = 6371.0088
+PAIR_MAX_MS = 60_000  # inclusive
+DRIVING_KMH = 5.0  # a pair is driving time when either reading is over this
+SCHEMA_VERSION = 1
+
+DayKey = tuple[str | None, str]  # (driver_id, local day YYYY-MM-DD)
+
+
+class LocalDays:
+    """Local calendar days in one time zone, as epoch-ms spans: a DST day is 23 or 25 h."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        self.zone = zone
+        self._start = self._end = 0
+        self._day = ""
+
+    def of(self, ts_ms: int) -> str:
+        """The local day (YYYY-MM-DD) of ``ts_ms``; the last day asked is cached."""
+        if self._start <= ts_ms < self._end:
+            return self._day
+        local = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(self.zone).date()
+        self._start, self._end = self.span(local)
+        self._day = local.isoformat()
+        return self._day
+
+    def span(self, day: date) -> tuple[int, int]:
+        """[start, end) of a local day in epoch ms: local midnight to the next."""
+        return self._midnight(day), self._midnight(day + timedelta(days=1))
+
+    def end_of(self, day: str) -> int:
+        return self.span(date.fromisoformat(day))[1]
+
+    def _midnight(self, day: date) -> int:
+        # The first instant of the day: where midnight does not exist (a DST jump at 00:00),
+        # fold 0 gives the instant the clocks jump to.
+        local = datetime.combine(day, time(0), self.zone)
+        return round(local.astimezone(UTC).timestamp() * 1000)
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance on a sphere of EARTH_RADIUS_KM (section 11)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, a)))
+
+
+def _exact_add(partials: list[float], x: float) -> None:
+    """Add ``x`` to an exact sum kept as non-overlapping floats (``math.fsum``'s method)."""
+    i = 0
+    for part in partials:
+        y = part
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo:
+            partials[i] = lo
+            i += 1
+        x = hi
+    partials[i:] = [x]
+
+
+class DayTally(msgspec.Struct, gc=False):
+    """What some readings and alerts of one driver on one local day add up to. Mergeable
+    in any order with the same result; small (it is state and travels between workers)."""
+
+    driver_id: str | None
+    day: str
+    trucks: list[str] = msgspec.field(default_factory=list)  # sorted, distinct
+    readings: int = 0
+    distance: list[float] = msgspec.field(default_factory=list)  # exact-sum partials, km
+    driving_ms: int = 0
+    over_threshold_ms: int = 0
+    max_speed_kmh: float | None = None
+    alerts: dict[str, int] = msgspec.field(default_factory=dict)
+    weighted_alerts: list[float] = msgspec.field(default_factory=list)  # exact-sum partials
+    newest_ts: int = 0  # the newest reading or alert counted: the tally's event time
+
+    @property
+    def key(self) -> DayKey:
+        return (self.driver_id, self.day)
+
+    def merge(self, other: DayTally) -> None:
+        if other.trucks != self.trucks:
+            self.trucks = sorted({*self.trucks, *other.trucks})
+        self.readings += other.readings
+        for part in other.distance:
+            _exact_add(self.distance, part)
+        self.driving_ms += other.driving_ms
+        self.over_threshold_ms += other.over_threshold_ms
+        if other.max_speed_kmh is not None and (
+            self.max_speed_kmh is None or other.max_speed_kmh > self.max_speed_kmh
+        ):
+            self.max_speed_kmh = other.max_speed_kmh
+        for rule, count in other.alerts.items():
+            self.alerts[rule] = self.alerts.get(rule, 0) + count
+        for part in other.weighted_alerts:
+            _exact_add(self.weighted_alerts, part)
+        self.newest_ts = max(self.newest_ts, other.newest_ts)
+
+
+@dataclass(frozen=True)
+class ScoreWeights:
+    """The safety score (README "Driver scorecards"): 100 minus the day's weighted alerts
+    per 1,000 km, at least 0. An alert weighs its severity's weight times its rule's factor
+    (default 1); the distance is taken as at least ``min_km``, so that a short day with one
+    alert is not a catastrophe. FLEET_SCORE_WEIGHTS sets them (JSON)."""
+
+    warning: float = 1.0
+    critical: float = 5.0
+    rules: Mapping[str, float] = field(default_factory=dict)
+    min_km: float = 100.0
+
+    def of(self, rule: str, critical: bool) -> float:
+        return (self.critical if critical else self.warning) * self.rules.get(rule, 1.0)
+
+    def score(self, weighted: float, distance_km: float) -> float:
+        per_1000km = weighted * 1000 / max(distance_km, self.min_km)
+        return max(0.0, 100.0 - per_1000km)
+
+
+class Scorecard(msgspec.Struct, frozen=True):
+    """One record of ``fleet.scorecards`` (section 11)."""
+
+    driver_id: str | None
+    day: str
+    trucks: int
+    readings: int
+    distance_km: float
+    driving_s: float
+    over_threshold_s: float
+    max_speed_kmh: float | None
+    alerts: dict[str, int]
+    events_per_1000km: float | None
+    safety_score: float
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(cls, tally: DayTally, weights: ScoreWeights) -> Scorecard:
+        distance = math.fsum(tally.distance)
+        events = sum(tally.alerts.values())
+        return cls(
+            driver_id=tally.driver_id,
+            day=tally.day,
+            trucks=len(tally.trucks),
+            readings=tally.readings,
+            distance_km=distance,
+            driving_s=tally.driving_ms / 1000,
+            over_threshold_s=tally.over_threshold_ms / 1000,
+            max_speed_kmh=tally.max_speed_kmh,
+            alerts=dict(sorted(tally.alerts.items())),
+            events_per_1000km=events * 1000 / distance if distance > 0 else None,
+            safety_score=weights.score(math.fsum(tally.weighted_alerts), distance),
+        )
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_scorecard(card: Scorecard) -> bytes:
+    return _ENCODER.encode(card)
+
+
+# The previous released reading of a truck, for the next pair: (ts, lat, lon, speed).
+Previous = tuple[int, float | None, float | None, float]
+
+
+@dataclass
+class ScoreKeeper:
+    """Turns one truck's released readings (in event-time order) and the detections they
+    raised into ``DayTally``s. ``history`` attributes readings and alerts to drivers (as
+    the alerts do); ``days`` is FLEET_TIMEZONE's calendar."""
+
+    days: LocalDays
+    threshold_kmh: float  # FLEET_THRESHOLD_KMH: over_threshold_s
+    weights: ScoreWeights = field(default_factory=ScoreWeights)
+    history: Callable[[], HistoryIndex | None] = lambda: None
+
+    def tallies(
+        self,
+        previous: Previous | None,
+        released: Sequence[Reading],
+        detections: Iterable[Detection],
+    ) -> tuple[Previous | None, list[DayTally]]:
+        """The tallies of ``released`` (after ``previous``, the truck's last reading before
+        them) and of ``detections``; and the new last reading."""
+        history = self.history()
+        by_key: dict[DayKey, DayTally] = {}
+        day_of = self.days.of
+        threshold = self.threshold_kmh
+        for reading in released:
+            ts, speed = reading.ts_ms, reading.speed_kmh
+            truck = reading.truck_id
+            driver = history.driver_id_at(truck, ts) if history is not None else None
+            day = day_of(ts)
+            tally = by_key.get((driver, day))
+            if tally is None:
+                tally = by_key[driver, day] = DayTally(driver, day, [truck])
+            tally.readings += 1
+            tally.newest_ts = ts
+            if tally.max_speed_kmh is None or speed > tally.max_speed_kmh:
+                tally.max_speed_kmh = speed
+            lat, lon = reading.lat, reading.lon
+            if previous is not None and lat is not None and lon is not None:
+                p_ts, p_lat, p_lon, p_speed = previous
+                gap = ts - p_ts
+                if p_lat is not None and p_lon is not None and gap <= PAIR_MAX_MS:
+                    _exact_add(tally.distance, haversine_km(p_lat, p_lon, lat, lon))
+                    if speed > DRIVING_KMH or p_speed > DRIVING_KMH:
+                        tally.driving_ms += gap
+                    if speed > threshold and p_speed > threshold:
+                        tally.over_threshold_ms += gap
+            previous = (ts, lat, lon, speed)
+        for detection in detections:
+            alert = build_alert(detection, 0, history)
+            ts = detection.readings[-1].ts_ms
+            day = day_of(ts)
+            key = (alert.driver_id, day)
+            tally = by_key.get(key)
+            if tally is None:
+                tally = by_key[key] = DayTally(alert.driver_id, day, [detection.truck_id])
+            tally.alerts[alert.rule] = tally.alerts.get(alert.rule, 0) + 1
+            critical = alert.severity == "critical"
+            _exact_add(tally.weighted_alerts, self.weights.of(alert.rule, critical))
+            tally.newest_ts = max(tally.newest_ts, ts)
+        return previous, list(by_key.values())
+
+
+def weights_from_json(document: Any) -> ScoreWeights:
+    """FLEET_SCORE_WEIGHTS: ``{"warning": 1, "critical": 5, "rules": {"harsh_braking": 2},
+    "min_km": 100}``, every key optional; ValueError naming what is wrong."""
+    if not isinstance(document, dict):
+        raise ValueError("must be a JSON object")
+    unknown = set(document) - {"warning", "critical", "rules", "min_km"}
+    if unknown:
+        expected = "warning, critical, rules, min_km"
+        raise ValueError(f"unknown keys {sorted(unknown)} (expected {expected})")
+    values: dict[str, Any] = {}
+    for name in ("warning", "critical", "min_km"):
+        if name in document:
+            values[name] = _non_negative(name, document[name])
+    rules = document.get("rules", {})
+    if not isinstance(rules, dict):
+        raise ValueError("rules must be an object of rule id: factor")
+    values["rules"] = {str(k): _non_negative(f"rules.{k}", v) for k, v in rules.items()}
+    if values.get("min_km", 1.0) <= 0:
+        raise ValueError("min_km must be over 0")
+    return ScoreWeights(**values)
+
+
+def _non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    if not math.isfinite(value) or value < 0 or value > 1e6:
+        raise ValueError(f"{name} must be a number from 0 to 1000000")
+    return float(value)
