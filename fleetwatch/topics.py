@@ -24,6 +24,7 @@ def contract_topics(settings: Settings) -> list[str]:
         settings.topics.dlq,
         settings.topics.late,
         settings.topics.heartbeats,
+        settings.topics.scorecards,
     ]
 
 
