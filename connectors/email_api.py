@@ -5,7 +5,8 @@ alert_id), ``webhook-timestamp``, ``webhook-signature`` and ``Idempotency-Key`` 
 alert_id). Connection errors, timeouts, 5xx and 429 are retried with full-jitter
 exponential backoff (Retry-After honoured) up to ``max_attempts``; other 4xx are
 permanent. ``deliver_all`` runs up to ``concurrency`` calls at once, so one slow alert does
-not hold the others up.
+not hold the others up. A digest (domain/digests.py) is one such call too, its
+``digest_id`` in place of the alert_id.
 
 The API's answers are hostile input too: at most ``MAX_ANSWER_BYTES`` of a body are read
 (raw, undecoded), a Retry-After in no RFC 9110 form falls back to the backoff, and anything
@@ -29,6 +30,7 @@ import httpx
 import structlog
 
 from domain.alerts import ALERT_ID, Alert
+from domain.digests import Digest, digest_json, render_digest
 from domain.notifications import (
     RetryPolicy,
     Routes,
@@ -50,7 +52,7 @@ MAX_ANSWER_BYTES = 4096
 
 @dataclass(frozen=True)
 class Delivery:
-    alert_id: str
+    alert_id: str  # or the digest_id of a digest
     verdict: Verdict  # DELIVERED, REJECTED (permanent), RETRY (attempts exhausted) or
     # UNPROCESSABLE (the alert could not be rendered; no call made)
     attempts: int
@@ -95,15 +97,37 @@ class EmailApi:
             body = self._body(alert_id, alert)
         except Exception as exc:  # the alert itself is the problem: no call could help
             return Delivery(alert_id, Verdict.UNPROCESSABLE, 0, f"{type(exc).__name__}: {exc}", exc)
+        return self._call(alert_id, body)
+
+    def deliver_digests(self, digests: Sequence[Digest]) -> list[Delivery]:
+        return list(self._pool.map(self.deliver_digest, digests))
+
+    def deliver_digest(self, digest: Digest) -> Delivery:
+        """One digest, its id as ``webhook-id`` and ``Idempotency-Key``, like an alert's."""
+        message_id = digest.digest_id
+        try:
+            if not ALERT_ID.fullmatch(message_id):  # ours: 32 hex chars
+                raise ValueError(f"digest_id {message_id[:64]!r} is not a header-safe token")
+            document = digest_json(digest, render_digest(digest, self._zone))
+            body = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+        except Exception as exc:
+            return Delivery(
+                message_id, Verdict.UNPROCESSABLE, 0, f"{type(exc).__name__}: {exc}", exc
+            )
+        return self._call(message_id, body)
+
+    def _call(self, message_id: str, body: bytes) -> Delivery:
+        """POST ``body`` with ``message_id`` as ``webhook-id`` and ``Idempotency-Key``,
+        retried as the policy says."""
         detail = ""
         for attempt in range(1, self._policy.max_attempts + 1):
             timestamp = int(self._now().timestamp())
             headers = {
                 "content-type": "application/json",
-                "webhook-id": alert_id,
+                "webhook-id": message_id,
                 "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self._secret, alert_id, timestamp, body),
-                "idempotency-key": alert_id,
+                "webhook-signature": sign(self._secret, message_id, timestamp, body),
+                "idempotency-key": message_id,
             }
             retry_after = None
             try:
@@ -116,19 +140,19 @@ class EmailApi:
                 verdict = classify(status)
                 detail = f"HTTP {status}: {one_line(redact_text(answer, urls=[self._url]), 200)}"
             if verdict is not Verdict.RETRY:
-                return Delivery(alert_id, verdict, attempt, detail)
+                return Delivery(message_id, verdict, attempt, detail)
             if attempt < self._policy.max_attempts:
                 with self._rng_lock:
                     delay = self._policy.delay_s(attempt, retry_after, self._rng, self._now())
                 log.warning(
                     "notify_retrying",
-                    alert_id=alert_id,
+                    alert_id=message_id,
                     attempt=attempt,
                     in_s=round(delay, 2),
                     error=detail,
                 )
                 self._sleep(delay)
-        return Delivery(alert_id, Verdict.RETRY, self._policy.max_attempts, detail)
+        return Delivery(message_id, Verdict.RETRY, self._policy.max_attempts, detail)
 
     def _body(self, alert_id: str, alert: Alert) -> bytes:
         # decode_alert checked it; it goes into headers (ASCII, no line break), so again here

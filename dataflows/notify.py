@@ -10,9 +10,15 @@ Output: POST to ``FLEET_NOTIFY_URL`` per alert: recipients from ``FLEET_NOTIFY_R
         A record the e-mail cannot be made of (domain.alerts.decode_alert: a wrong
         type, a number out of range, a time the zone cannot show) is dead-lettered with
         its reason; one that makes a step raise, with ``unprocessable``. Neither stops it.
+Digests: a route of the routes file may deliver in digests instead (hourly, daily at a
+        local time, or every N seconds): one POST per recipient and period listing the
+        period's alerts by driver, ``Idempotency-Key`` = the digest's id (recipient,
+        schedule, period). Critical alerts still go at once unless a route says otherwise.
+        The pending digests are Bytewax state (dataflows/digests.py, domain/digests.py).
 Guarantee: one successful call per alert from the service's point of view: sent ids are
         kept in recovery state for ``FLEET_NOTIFY_RETENTION_S`` (connectors/notify_sink.py),
-        and the idempotency key covers what is older. Run with ``-r`` for that guarantee.
+        and the idempotency key covers what is older. One per digest: its id is
+        deterministic and a due period takes no more alerts. Run with ``-r`` for both.
 Knobs:  FLEET_NOTIFY_TIMEOUT_S, FLEET_NOTIFY_MAX_ATTEMPTS, FLEET_NOTIFY_CONCURRENCY.
 """
 
@@ -21,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -38,6 +44,7 @@ from connectors.notify_sink import NotifySink
 from dataflows._dead_letters import output_dead_letters, split_dead_letters, to_line
 from dataflows._entry import lazy_flow, prepare
 from dataflows._guard import unprocessable
+from dataflows.digests import DigestStep, Router, Shared
 from domain.alerts import Alert, decode_alert
 from domain.dead_letters import DeadLetter, Stage
 from domain.notifications import RetryPolicy, Routes, secret_bytes
@@ -90,19 +97,36 @@ def build_flow(
     dead_letters: Sink[KeyedLine],
     alerts_topic: str,
     zone: tzinfo = UTC,
+    routes: Routes | None = None,
+    digests: DigestStep | None = None,
 ) -> Dataflow:
     """The e-mails are sent by the sink, which routes by alert_id and keeps the sent ids in
     its recovery state; an e-mail that fails is learnt there, so the sink writes those dead
     letters itself (connectors/notify_sink.py). Every other dead letter goes to the DLQ
-    output."""
+    output. With digest routes (``routes`` and ``digests``), the sink gets only the alerts
+    someone gets at once, and ``collect_digests`` keeps and sends the digests
+    (dataflows/digests.py)."""
     decoder = AlertDecoder(alerts_topic, zone)
     flow = Dataflow("notify")
     fetches = op.input("kafka_source", flow, source)  # Fetch of fleet.alerts
     decoded = op.flat_map_batch("decode_batch", fetches, decoder.decode_batch)
     split = split_dead_letters("split_decoded", decoded)  # (alert_id, (alert, raw)) | dead
-    op.output("send_emails", split.oks, emails)
     output_dead_letters("dead_letters", to_line, dead_letters, split.errs)
+    if routes is None or digests is None or not routes.modes:
+        op.output("send_emails", split.oks, emails)
+        return flow
+    router = Router(routes)
+    immediate = op.filter("immediate", split.oks, router.immediate)  # (alert_id, (alert, raw))
+    op.output("send_emails", immediate, emails)
+    entries = op.flat_map("digest_entries", split.oks, router.digest_entries)  # (key, entry)
+    sent = op.stateful_batch("collect_digests", entries, digests.build)  # (key, Digest)
+    op.inspect("digests_sent", sent, _no_op)
     return flow
+
+
+def _no_op(_step_id: str, _item: object) -> None:
+    """The digests are sent inside ``collect_digests`` (before its snapshot): nothing
+    downstream, but Bytewax needs the stream to end somewhere."""
 
 
 def load_routes(path: Path | None) -> Routes:
@@ -142,7 +166,17 @@ def flow_from_settings(settings: Settings) -> Dataflow:
         settings.kafka.config(), settings.topics.alerts, tail=settings.kafka.tail
     )
     dead = KafkaTopicSink(settings.kafka.producer_config(), settings.topics.dlq)
-    return build_flow(source, emails, dead, settings.topics.alerts, zone)
+    shared_api = Shared(api)
+    digests = DigestStep(
+        lambda due: shared_api().deliver_digests(due),
+        producer.send_all,
+        settings.topics.alerts,
+        settings.topics.dlq,
+        zone,
+        timedelta(seconds=routes.digest_grace_s),
+        timedelta(seconds=settings.notify.retention_s),
+    )
+    return build_flow(source, emails, dead, settings.topics.alerts, zone, routes, digests)
 
 
 __getattr__ = lazy_flow(flow_from_settings)

@@ -25,6 +25,7 @@ from enum import Enum
 from typing import Any
 
 from domain.alerts import Alert, Severity
+from domain.digest_periods import Schedule
 from domain.rules import Rule
 from domain.timestamps import from_epoch_ms, parse_rfc3339_ms
 
@@ -57,50 +58,143 @@ def _addresses(where: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """How a route delivers: ``digest`` None is at once (one e-mail per alert), else in
+    that schedule's digests. A digest route still sends critical alerts at once unless
+    ``critical_too`` (the route's ``"critical": "digest"``)."""
+
+    digest: Schedule | None = None
+    critical_too: bool = False
+
+
+IMMEDIATE = Mode()
+DIGEST_GRACE_S = 60.0
+MAX_DIGEST_GRACE_S = 86_400
+_ROUTE_KEYS = frozenset({"to", "digest", "critical"})
+
+
+def _route(
+    where: str, value: object, extra: frozenset[str] = frozenset()
+) -> tuple[tuple[str, ...], Mode]:
+    """A route: a list of addresses (delivered at once), or ``{"to": [..], "digest": ..,
+    "critical": "immediate" | "digest"}``."""
+    if not isinstance(value, dict):
+        return _addresses(where, value), IMMEDIATE
+    unknown = sorted(str(k) for k in value.keys() - _ROUTE_KEYS - extra)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (a route has to, digest, critical)")
+    if "to" not in value:
+        raise ValueError(f'{where} needs "to": a list of addresses')
+    to = _addresses(f"{where}.to", value["to"])
+    if "digest" not in value:
+        if "critical" in value:
+            raise ValueError(f'{where}: "critical" needs a digest')
+        return to, IMMEDIATE
+    schedule = Schedule.parse(f"{where}.digest", value["digest"])
+    critical = value.get("critical", "immediate")
+    if critical not in ("immediate", "digest"):
+        raise ValueError(f'{where}.critical is "immediate" or "digest", not {critical!r}')
+    if where == "severity.critical" and critical != "digest":
+        raise ValueError(
+            'severity.critical: critical alerts go at once unless the route says "critical": '
+            '"digest"'
+        )
+    return to, Mode(schedule, critical_too=critical == "digest")
+
+
 @dataclass(frozen=True)
 class Routes:
-    """Who gets an alert: the default recipients, those for its severity, those for its rule
-    (by the rule's id, the alert's ``rule``), and those of every truck group whose pattern
-    matches its truck (shell-style, e.g. ``T001*``)."""
+    """Who gets an alert, and how: the default recipients, those for its severity, those for
+    its rule (by the rule's id, the alert's ``rule``), and those of every truck group whose
+    pattern matches its truck (shell-style, e.g. ``T001*``). Each route delivers at once or
+    in digests (``modes``, by route name: ``default``, ``severity.critical``,
+    ``rules.<id>``, ``groups[<i>]``; a route not named there delivers at once)."""
 
     default: tuple[str, ...]
     by_severity: Mapping[Severity, tuple[str, ...]] = field(default_factory=dict)
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
     by_rule: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    modes: Mapping[str, Mode] = field(default_factory=dict)
+    # How long after its period's end a digest waits for the period's last alerts.
+    digest_grace_s: float = DIGEST_GRACE_S
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> Routes:
-        """From the routes file's JSON: ``default`` (a list of addresses), ``severity`` (a map
-        from severity to addresses), ``rules`` (a map from rule id to addresses), ``groups``
-        (``[{"trucks": "T00*", "to": [..]}]``). A severity that is not ``warning`` or
-        ``critical``, or a rule id that is not 1-64 chars of ``[a-z0-9_]``, is a ValueError,
-        not a route that never matches."""
-        default = _addresses("default", document.get("default", []))
+        """From the routes file's JSON: ``default`` (a route), ``severity`` (a map from
+        severity to routes), ``rules`` (a map from rule id to routes), ``groups``
+        (``[{"trucks": "T00*", "to": [..]}]``, each a route too). A route is a list of
+        addresses (at once) or ``{"to": [..], "digest": .., "critical": ..}``
+        (domain/digest_periods.py); ``digest_grace_s`` (0 to a day, default 60). A severity
+        that is not ``warning`` or ``critical``, a rule id that is not 1-64 chars of
+        ``[a-z0-9_]``, an unknown key of a route, a bad period or time is a ValueError, not
+        a route that never matches."""
+        modes: dict[str, Mode] = {}
+
+        def route(
+            where: str, value: object, extra: frozenset[str] = frozenset()
+        ) -> tuple[str, ...]:
+            to, mode = _route(where, value, extra)
+            if mode != IMMEDIATE:
+                modes[where] = mode
+            return to
+
+        default = route("default", document.get("default", []))
         if not default:
             raise ValueError("routes need at least one default recipient")
         by_severity = {
-            Severity(k): _addresses(f"severity.{k}", v)
+            Severity(k): route(f"severity.{k}", v)
             for k, v in dict(document.get("severity", {})).items()
         }
         by_rule: dict[str, tuple[str, ...]] = {}
         for rule, to in dict(document.get("rules", {})).items():
             if not isinstance(rule, str) or not RULE_ID.fullmatch(rule):
                 raise ValueError(f"rule id {rule!r} is not 1-64 chars of [a-z0-9_]")
-            by_rule[rule] = _addresses(f"rules.{rule}", to)
-        groups = tuple(
-            (str(g["trucks"]), _addresses("groups[].to", g["to"]))
-            for g in document.get("groups", ())
-        )
-        return cls(default, by_severity, groups, by_rule)
+            by_rule[rule] = route(f"rules.{rule}", to)
+        groups = []
+        for i, group in enumerate(document.get("groups", ())):
+            if not isinstance(group, dict) or "trucks" not in group:
+                raise ValueError(f'groups[{i}] needs "trucks" (a pattern) and "to"')
+            to = route(f"groups[{i}]", group, frozenset({"trucks"}))
+            groups.append((str(group["trucks"]), to))
+        grace = document.get("digest_grace_s", DIGEST_GRACE_S)
+        if isinstance(grace, bool) or not isinstance(grace, int | float):
+            raise ValueError("digest_grace_s must be a number of seconds")
+        if not 0 <= grace <= MAX_DIGEST_GRACE_S:
+            raise ValueError(f"digest_grace_s must be 0 to {MAX_DIGEST_GRACE_S}, not {grace}")
+        return cls(default, by_severity, tuple(groups), by_rule, modes, float(grace))
+
+    def _routed(self, alert: Alert) -> list[tuple[str, tuple[str, ...]]]:
+        """The routes that take ``alert``, by name, in order."""
+        found = [("default", self.default)]
+        if alert.severity in self.by_severity:
+            found.append((f"severity.{alert.severity}", self.by_severity[alert.severity]))
+        if alert.rule in self.by_rule:
+            found.append((f"rules.{alert.rule}", self.by_rule[alert.rule]))
+        for i, (pattern, to) in enumerate(self.groups):
+            if fnmatch.fnmatchcase(alert.truck_id, pattern):
+                found.append((f"groups[{i}]", to))
+        return found
+
+    def deliveries(self, alert: Alert) -> tuple[list[str], list[tuple[str, Schedule]]]:
+        """Who gets ``alert`` at once, and who in which digest: each address once, in route
+        order. An address any route sends the alert to at once gets it at once (and in no
+        digest); otherwise it goes into the digest of the first route that names it."""
+        now: dict[str, None] = {}
+        later: dict[str, Schedule] = {}
+        critical = alert.severity is Severity.CRITICAL
+        for name, to in self._routed(alert):
+            mode = self.modes.get(name, IMMEDIATE)
+            for address in to:
+                if mode.digest is None or (critical and not mode.critical_too):
+                    now[address] = None
+                else:
+                    later.setdefault(address, mode.digest)
+        return list(now), [(a, s) for a, s in later.items() if a not in now]
 
     def recipients(self, alert: Alert) -> list[str]:
-        found = list(self.default)
-        found += self.by_severity.get(alert.severity, ())
-        found += self.by_rule.get(alert.rule, ())
-        for pattern, to in self.groups:
-            if fnmatch.fnmatchcase(alert.truck_id, pattern):
-                found += to
-        return list(dict.fromkeys(found))  # once each, in order
+        """Who gets ``alert`` at once (everyone it is routed to, without digest routes)."""
+        return self.deliveries(alert)[0]
 
 
 @dataclass(frozen=True)
@@ -324,6 +418,25 @@ def _story(alert: Alert, span_s: float | None) -> _Story:
         None,
         None,
     )
+
+
+def story(alert: Alert) -> _Story:
+    """What ``alert`` tells, in the words of its rule's kind: what ``render`` and the
+    digests (domain/digests.py) both show."""
+    start_ms, end_ms = parse_rfc3339_ms(alert.window_start), parse_rfc3339_ms(alert.window_end)
+    return _story(alert, (end_ms - start_ms) / 1000 if end_ms >= start_ms else None)
+
+
+NO_DRIVER = "no driver assigned"
+
+
+def driver_label(alert: Alert) -> str:
+    """``Ana Berg (D1)``, ``D7 (no history)`` or ``no driver assigned``: single-line."""
+    if alert.driver is not None:
+        return f"{one_line(alert.driver.name)} ({one_line(alert.driver_id or 'unknown')})"
+    if alert.driver_id:
+        return f"{one_line(alert.driver_id)} (no history)"
+    return NO_DRIVER
 
 
 def render(alert: Alert, routes: Routes, zone: tzinfo) -> Email:
