@@ -554,3 +554,11 @@ def test_an_open_period_waits_in_recovery_and_the_resumed_run_sends_it(tmp_path:
     assert len({d.digest_id for d in api.calls}) == 2, "one id per period"
     second = [d for d in api.calls if d.period.start_ms == ms(START) + 10_000]
     assert [i for i, _ in second[0].raws][:1] == ["a2"]
+
+
+def test_the_routes_examples_of_the_docs_parse() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text()
+    blocks = [b for b in re.findall(r"```json\n(.*?)```", page, re.S) if '"default"' in b]
+    parsed = [Routes.parse(json.loads(block)) for block in blocks]
+    assert len(parsed) == 2
+    assert parsed[1].modes["groups[0]"] == Mode(HOURLY, critical_too=True)
