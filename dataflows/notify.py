@@ -112,9 +112,11 @@ def build_flow(
     decoded = op.flat_map_batch("decode_batch", fetches, decoder.decode_batch)
     split = split_dead_letters("split_decoded", decoded)  # (alert_id, (alert, raw)) | dead
     output_dead_letters("dead_letters", to_line, dead_letters, split.errs)
-    if routes is None or digests is None or not routes.modes:
+    if routes is None or not routes.modes:
         op.output("send_emails", split.oks, emails)
         return flow
+    if digests is None:
+        raise ValueError("routes with digests need a DigestStep")
     router = Router(routes)
     immediate = op.filter("immediate", split.oks, router.immediate)  # (alert_id, (alert, raw))
     op.output("send_emails", immediate, emails)

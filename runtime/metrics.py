@@ -74,7 +74,9 @@ NOTIFICATIONS = Counter(
     "fleetwatch_notifications",
     "Alerts handled by the notifier, by outcome: sent, rejected, undeliverable or "
     "unprocessable (all dead-lettered), duplicate (already sent, skipped), not_an_alert "
-    "(dead-lettered).",
+    "(dead-lettered); for digests, alerts per recipient digested, digested_late, "
+    "digest_duplicate, digest_unlisted, and digests digest_sent, digest_rejected, "
+    "digest_undeliverable, digest_unprocessable.",
     ["outcome"],
 )
 CONSUMER_LAG = Gauge(
