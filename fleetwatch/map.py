@@ -56,7 +56,8 @@ from connectors.roads import (
     projection,
 )
 from domain.timestamps import BadTimestamp, parse_rfc3339_ms
-from fleetwatch.whatif import UsageError, Window, window_from
+from fleetwatch._cli import UsageError, err
+from fleetwatch.whatif import Window, window_from
 from runtime.logs import configure_logging
 
 EXIT_OK = 0
@@ -363,20 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run(args)
     except UsageError as error:
         for line in error.lines:
-            _err(line)
+            err(line)
         return EXIT_USAGE
     except DrawError as error:
-        _err(f"map: {error}")
+        err(f"map: {error}")
         return EXIT_FAILED
     except OSError as error:
-        _err(f"map: cannot write {args.out}: {error}")
+        err(f"map: cannot write {args.out}: {error}")
         return EXIT_FAILED
-    _err(summary)
+    err(summary)
     return EXIT_OK
-
-
-def _err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -66,29 +66,26 @@ from typing import Any
 
 import msgspec
 import polars as pl
-from bytewax.run import cli_main
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from polars.exceptions import PanicException
 
-from connectors.history import load_history_dir, load_history_postgres
-from connectors.jsonl_sink import JsonlSink
 from connectors.parquet_input import (
     COLUMNS,
     BackfillInputError,
-    ParquetReadingsSource,
     resolve_inputs,
 )
-from dataflows.backfill import build_flow, dead_letter_path
+from dataflows.backfill import dead_letter_path
 from domain.catalogue import Catalogue, CatalogueError, RuleBook
 from domain.history import HistoryIndex
 from domain.rules import RuleConfig, builtin_book
 from domain.timestamps import BadTimestamp, format_rfc3339_ms, parse_rfc3339_ms, to_epoch_ms
+from fleetwatch import _cli
+from fleetwatch._cli import ReplayError, err, replay_backfill
+from fleetwatch._cli import UsageError as UsageError  # noqa: PLC0414 (re-exported: devtools.demo)
 from fleetwatch.rules import check
 from runtime.clock import utc_now
 from runtime.logs import configure_logging
-from runtime.progress import Progress
 from runtime.settings import Settings, SettingsError
 
 EXIT_OK = 0
@@ -104,19 +101,6 @@ WINDOW_FILE = "readings-in-window.parquet"  # removed after the runs
 CHART_SIZE_IN = (10.0, 5.0)
 CHART_DPI = 100  # 1000 x 500 pixels
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class UsageError(ValueError):
-    """Bad arguments, settings, catalogue, zones or history: nothing was replayed (exit 2).
-    ``lines`` are printed on stderr, one each."""
-
-    def __init__(self, *lines: str) -> None:
-        self.lines = lines
-        super().__init__("; ".join(lines))
-
-
-class ReplayError(RuntimeError):
-    """A replay failed (exit 1)."""
 
 
 # -- the window --------------------------------------------------------------------------
@@ -293,14 +277,7 @@ def baseline_rules(directory: Path | None, zones: Path | None, settings: Setting
 
 def load_history(directory: Path | None, settings: Settings) -> HistoryIndex:
     """``--history DIR``, else the flows' history (FLEET_HISTORY_DSN or FLEET_HISTORY_DIR)."""
-    try:
-        if directory is not None:
-            return load_history_dir(directory)
-        if settings.history.dsn:
-            return load_history_postgres(settings.history.dsn)
-        return load_history_dir(settings.history.dir)
-    except (Exception, PanicException) as error:  # HistoryError, OSError, the database's
-        raise UsageError(f"whatif: the driver history cannot be loaded: {error}") from None
+    return _cli.load_history(directory, settings, "whatif")
 
 
 # -- one replay --------------------------------------------------------------------------
@@ -331,35 +308,16 @@ def replay(
 ) -> Run:
     """The backfill over ``files`` under ``rules``: 1 worker, in this process."""
     alerts_path = out_dir / name / "alerts.jsonl"
-    dead_path = dead_letter_path(alerts_path)
-    progress = Progress()
     book = RuleBook(rules.catalogue, history.vehicle_classes)
-    prefilter = rules.catalogue.prefilter
-    source = ParquetReadingsSource(files, prefilter, progress=progress)
-    flow = build_flow(
-        source, JsonlSink(alerts_path), JsonlSink(dead_path), config, history, progress, book
-    )
     print(f"whatif: replaying under the {name} catalogue ({rules.source})", file=sys.stderr)
     started = time.monotonic()
-    try:
-        # What ``python -m bytewax.run`` runs, here in this process with 1 worker.
-        cli_main(flow, workers_per_process=1)  # type: ignore[no-untyped-call]
-    except Exception as error:  # Bytewax wraps what a step raised
-        raise ReplayError(f"the {name} replay failed: {_root_cause(error)}") from error
+    progress = replay_backfill(files, book, config, history, alerts_path, what=f"the {name} replay")
     seconds = time.monotonic() - started
     print(f"whatif: {name}: {progress.summary()}", file=sys.stderr)
-    for path in (alerts_path, dead_path):  # a sink that received nothing wrote no file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+    dead_path = dead_letter_path(alerts_path)
     return Run(
         name, rules, alerts_path, dead_path, read_jsonl(alerts_path), _lines(dead_path), seconds
     )
-
-
-def _root_cause(error: BaseException) -> str:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return f"{type(error).__name__}: {error}"
 
 
 def read_jsonl(path: Path) -> list[Alert]:
@@ -807,23 +765,19 @@ def main(
         settings = settings_from_env()
         report = run(args, settings, now)
     except SettingsError as error:
-        _err(f"whatif: {error}")
+        err(f"whatif: {error}")
         return EXIT_USAGE
     except UsageError as error:
         for line in error.lines:
-            _err(line)
+            err(line)
         return EXIT_USAGE
     except ReplayError as error:
-        _err(f"whatif: {error}")
+        err(f"whatif: {error}")
         return EXIT_FAILED
     markdown = render_markdown(report, args.top)
     (report.out_dir / REPORT_FILE).write_text(markdown)
     out(markdown)
     return EXIT_OK
-
-
-def _err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
