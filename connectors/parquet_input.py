@@ -108,7 +108,7 @@ class BadRow:
 BackfillItem = TruckReadings | BadRow  # what the source emits
 
 
-def _problem() -> pl.Expr:
+def row_problem() -> pl.Expr:
     """Why a row is bad (null: it is fine), in the order the live validation checks and
     with its limits (domain/readings.py), so the stream and the backfill classify every
     reading alike."""
@@ -137,7 +137,10 @@ def _problem() -> pl.Expr:
     )
 
 
-def _scan(files: list[Path]) -> pl.LazyFrame:
+def scan_readings(files: list[Path]) -> pl.LazyFrame:
+    """The lake's columns of ``files``, lazily, typed as a reading's (ts as ms UTC; a naive
+    ts is taken as UTC), plus ``_source`` (the file). Every reader of readings uses it
+    (the backfill, fleetwatch.history), so they all read the same values."""
     frame = pl.scan_parquet(
         files, hive_partitioning=False, include_file_paths="_source", missing_columns="insert"
     )
@@ -201,8 +204,8 @@ class ParquetReadingsSource(FixedPartitionedSource[BackfillItem, int]):
         """One scan per process for all its buckets (not one per bucket), done once."""
         with self._lock:
             if self._cache is None:
-                scan = _scan(self._files).with_columns(
-                    _problem().alias("_problem"),
+                scan = scan_readings(self._files).with_columns(
+                    row_problem().alias("_problem"),
                     # Rows without a truck id have no bucket: the first one takes them.
                     pl.col("truck_id")
                     .hash(seed=0)
