@@ -144,6 +144,15 @@ class _Segments:
         index = bisect.bisect_right(self.starts, ts_ms) - 1
         return self.drivers[index] if index >= 0 else None
 
+    def span_at(self, ts_ms: int) -> tuple[str | None, int, int | None] | None:
+        """The segment holding ``ts_ms``: (driver, start, end or None while open); None
+        before the first."""
+        index = bisect.bisect_right(self.starts, ts_ms) - 1
+        if index < 0:
+            return None
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else None
+        return self.drivers[index], self.starts[index], end
+
 
 @dataclass(frozen=True)
 class HistoryIndex:
@@ -186,6 +195,20 @@ class HistoryIndex:
         """The driver assigned to ``truck_id`` at ``ts_ms``, or None."""
         segments = self.timelines.get(truck_id)
         return segments.at(ts_ms) if segments is not None else None
+
+    def assignment_at(self, truck_id: str, ts_ms: int) -> Assignment | None:
+        """The assignment that makes ``driver_id_at`` its driver, as the flows resolve the
+        rows (section 6): the driver and the span over which the truck has that driver
+        without a break (``valid_to_ms`` None: still open). Overlapping rows are already
+        resolved, so the span can be narrower than the row that named the driver (a later
+        row that overlapped it cuts it) and back-to-back rows of one driver are one span.
+        None when the truck has no driver at ``ts_ms``."""
+        segments = self.timelines.get(truck_id)
+        span = segments.span_at(ts_ms) if segments is not None else None
+        if span is None:
+            return None
+        driver_id, start, end = span
+        return None if driver_id is None else Assignment(truck_id, driver_id, start, end)
 
 
 class IndexBuilder:

@@ -72,15 +72,17 @@ def replay_backfill(
     *,
     limits: PostedLimits | None = None,
     what: str = "the replay",
+    progress: Progress | None = None,
 ) -> Progress:
     """The backfill (``dataflows.backfill.build_flow``: the stream's rules code) over
     ``files`` under ``book``, 1 worker, in this process: what ``python -m bytewax.run
     dataflows.backfill`` runs. Its alerts go to ``alerts_path``, its dead letters beside
     (``dead_letter_path``); both files exist afterwards, empty when nothing was written.
     ``limits``: the road network for posted limits (as ``dataflows._rules.posted_limits``
-    gives the flows). Raises ``ReplayError`` naming ``what`` when the flow fails."""
+    gives the flows); ``progress``: where it reports (default: stderr every 2 s). Raises
+    ``ReplayError`` naming ``what`` when the flow fails."""
     dead_path = dead_letter_path(alerts_path)
-    progress = Progress()
+    progress = progress if progress is not None else Progress()
     source = ParquetReadingsSource(files, book.catalogue.prefilter, progress=progress)
     flow = build_flow(
         source,

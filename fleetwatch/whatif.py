@@ -185,12 +185,13 @@ class Span:
         )
 
 
-def _scan(files: Sequence[Path]) -> pl.LazyFrame:
+def scan_lake(files: Sequence[Path]) -> pl.LazyFrame:
+    """The lake's files as the backfill reads them (its columns, every row)."""
     # The backfill's own options (connectors/parquet_input.py), so the two read alike.
     return pl.scan_parquet(list(files), hive_partitioning=False, missing_columns="insert")
 
 
-def _epoch_ms() -> pl.Expr:
+def lake_epoch_ms() -> pl.Expr:
     # A naive ts counts as UTC, as the backfill reads it; an aware one is an instant.
     return pl.col("ts").dt.epoch("ms")
 
@@ -198,7 +199,7 @@ def _epoch_ms() -> pl.Expr:
 def check_input(files: Sequence[Path]) -> None:
     """The lake's columns, as the backfill wants them (it would fail the same way, later)."""
     try:
-        schema = _scan(files).collect_schema()
+        schema = scan_lake(files).collect_schema()
     except Exception as error:
         raise ReplayError(f"cannot read the lake: {error}") from error
     missing = [c for c in COLUMNS if c not in schema]
@@ -211,11 +212,11 @@ def check_input(files: Sequence[Path]) -> None:
 def measure(files: Sequence[Path]) -> Span:
     try:
         row = (
-            _scan(files)
+            scan_lake(files)
             .select(
                 pl.len().alias("rows"),
-                _epoch_ms().min().alias("first"),
-                _epoch_ms().max().alias("last"),
+                lake_epoch_ms().min().alias("first"),
+                lake_epoch_ms().max().alias("last"),
             )
             .collect()
             .row(0)
@@ -232,11 +233,11 @@ def cut_window(files: Sequence[Path], window: Window, target: Path) -> list[Path
     """The readings of ``window`` as one Parquet file (what both replays read)."""
     keep = pl.lit(True)
     if window.start_ms is not None:
-        keep = keep & (_epoch_ms() >= window.start_ms)
+        keep = keep & (lake_epoch_ms() >= window.start_ms)
     if window.end_ms is not None:
-        keep = keep & (_epoch_ms() < window.end_ms)
+        keep = keep & (lake_epoch_ms() < window.end_ms)
     try:
-        _scan(files).filter(keep).sink_parquet(target)
+        scan_lake(files).filter(keep).sink_parquet(target)
     except Exception as error:
         raise ReplayError(f"cannot read the lake: {error}") from error
     return [target]
@@ -253,23 +254,31 @@ class Rules:
     catalogue: Catalogue
 
 
-def load_rules(directory: Path, zones: Path | None, name: str) -> Rules:
+def load_rules(directory: Path, zones: Path | None, name: str, command: str = "whatif") -> Rules:
+    """The catalogue of ``directory``, strictly, or a ``UsageError`` listing every problem."""
     try:
         return Rules(str(directory), check(directory, zones))
     except CatalogueError as error:
         raise UsageError(
-            f"whatif: the {name} catalogue {directory} is invalid "
+            f"{command}: the {name} catalogue {directory} is invalid "
             f"({len(error.problems)} problems):",
             *(f"{name}: {p}" for p in error.problems),
         ) from None
 
 
-def baseline_rules(directory: Path | None, zones: Path | None, settings: Settings) -> Rules:
-    """``--baseline``, else FLEET_RULES, else the built-in catalogue of the FLEET_* knobs."""
+def baseline_rules(
+    directory: Path | None,
+    zones: Path | None,
+    settings: Settings,
+    name: str = "baseline",
+    command: str = "whatif",
+) -> Rules:
+    """``--baseline``, else FLEET_RULES, else the built-in catalogue of the FLEET_* knobs:
+    the rules in force (``name`` and ``command`` for the messages)."""
     if directory is not None:
-        return load_rules(directory, zones, "baseline")
+        return load_rules(directory, zones, name, command)
     if settings.rules.catalogue_dir is not None:
-        rules = load_rules(settings.rules.catalogue_dir, zones, "baseline")
+        rules = load_rules(settings.rules.catalogue_dir, zones, name, command)
         return Rules(f"FLEET_RULES={rules.source}", rules.catalogue)
     catalogue = builtin_book(settings.rules.config()).catalogue
     return Rules("the built-in catalogue (FLEET_* knobs)", catalogue)
