@@ -272,3 +272,50 @@ def test_both_archives_write_the_one_lake_volume_at_fleet_lake_dir(
             v for v in statefulset["spec"]["template"]["spec"]["volumes"] if v["name"] == "lake"
         ]
         assert lake["persistentVolumeClaim"]["claimName"] == "fleetwatch-lake"
+
+
+def test_the_history_refresh_runs_nightly_on_the_lake_and_writes_the_history_volume(
+    manifests: list[Manifest],
+) -> None:
+    """The CronJob of docs/history.md: ``fleetwatch.history refresh`` with the flows' settings,
+    the lake read-only at FLEET_LAKE_DIR, the history volume the alerts pods read (mounted
+    read-only there) writable at FLEET_HISTORY_DIR; one run at a time; hardened as the rest."""
+    settings = find(manifests, "ConfigMap", "fleetwatch-config")["data"]
+    cron = find(manifests, "CronJob", "fleetwatch-history-refresh")
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert re.fullmatch(r"\d+ \d+ \* \* \*", spec["schedule"])  # once a day
+    assert spec["timeZone"] == "Etc/UTC"  # FLEET_TIMEZONE's default: keep them equal
+    assert "FLEET_TIMEZONE" not in settings
+    pod = spec["jobTemplate"]["spec"]["template"]
+    (main,) = pod["spec"]["containers"]
+    assert main["command"] == ["python", "-m", "fleetwatch.history", "refresh"]
+    assert main["envFrom"] == [{"configMapRef": {"name": "fleetwatch-config"}}]
+    mounts = {m["name"]: m for m in main["volumeMounts"]}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert mounts["lake"]["mountPath"] == settings["FLEET_LAKE_DIR"]
+    assert mounts["lake"]["readOnly"] is True
+    assert claims["lake"] == {"claimName": "fleetwatch-lake", "readOnly": True}
+    assert mounts["history"]["mountPath"] == settings["FLEET_HISTORY_DIR"]
+    assert not mounts["history"].get("readOnly", False)
+    assert not claims["history"].get("readOnly", False)
+    alerts = find(manifests, "StatefulSet", "fleetwatch-alerts")
+    alerts_claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in alerts["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims["history"]["claimName"] == alerts_claims["history"]
+    assert mounts_of(alerts)["history"]["mountPath"] == settings["FLEET_HISTORY_DIR"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "memory" in main["resources"]["limits"]
+    assert mounts["tmp"]["mountPath"] == "/tmp"  # Polars may spill there
+    policy = find(manifests, "NetworkPolicy", "fleetwatch-metrics-only")
+    (selector,) = policy["spec"]["podSelector"]["matchExpressions"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] in selector["values"]
