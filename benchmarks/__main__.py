@@ -1,8 +1,10 @@
 """``python -m benchmarks [--quick]`` (``make bench`` / ``make bench-quick``): every
 benchmark in one invocation, each contender side by side with its baseline; then
 benchmarks/results/results.json, results.md (the README's table) and plot.png;
-catalogue.json, catalogue.md (benchmarks/catalogue.py: the rule catalogue's own table); and
-roads.json, roads.md (benchmarks/roads.py: the road index and map matching).
+catalogue.json, catalogue.md (benchmarks/catalogue.py: the rule catalogue's own table);
+roads.json, roads.md (benchmarks/roads.py: the road index and map matching); and
+history_refresh.json, history_refresh.md (benchmarks/history_refresh.py: the nightly refresh
+over a 50 M-row lake).
 
 Quick mode runs smaller inputs and shorter latency runs (about 6 minutes instead of 25):
 good for checking that everything works, not for the README's figures.
@@ -24,6 +26,7 @@ from benchmarks import (
     catalogue,
     decoders,
     history,
+    history_refresh,
     lake,
     latency,
     notify,
@@ -104,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     results["scale"] = scale.main(["--quick"] if quick else [])
     print("\n== driver history: lookups, load, reload pause")
     results["history"] = history.main(["--trucks", "1000"] if quick else [])
+    print("\n== history refresh over the lake vs a plain Polars scan")
+    results["history_refresh"] = history_refresh.main(
+        ["--out", str(args.out), *(["--rows", "2000000", "--trucks", "500"] if quick else [])]
+    )
     print("\n== notifier against a fast local receiver")
     results["notify"] = notify.main(["--alerts", "1000"] if quick else [])
     results["seconds"] = round(time.monotonic() - started)
