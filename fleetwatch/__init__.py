@@ -4,5 +4,7 @@
 (lay out and rebalance recovery partitions), ``python -m fleetwatch.replay`` (replay dead
 letters), ``python -m fleetwatch.rules check`` (validate a rule catalogue) and
 ``python -m fleetwatch.whatif`` (replay the lake under a candidate catalogue and report what
-would change). They build on ``runtime`` and ``connectors``; the image ships them with the flows.
+would change) and ``python -m fleetwatch.history refresh`` (recompute the drivers' 90-day
+figures from the lake). They build on ``runtime`` and ``connectors``; the image ships them
+with the flows.
 """
