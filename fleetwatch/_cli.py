@@ -7,6 +7,7 @@ a catalogue or a history is read, replayed and reported on alike by each of them
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from connectors.history import load_history_dir, load_history_postgres
 from connectors.jsonl_sink import JsonlSink
 from connectors.parquet_input import ParquetReadingsSource
 from connectors.road_limits import PostedLimits
+from dataflows._rules import posted_limits
 from dataflows.backfill import build_flow, dead_letter_path
 from domain.catalogue import RuleBook
 from domain.history import HistoryIndex
 from domain.rules import RuleConfig
 from runtime.progress import Progress
-from runtime.settings import Settings
+from runtime.settings import Settings, SettingsError
 
 
 class UsageError(ValueError):
@@ -61,6 +63,19 @@ def load_history(directory: Path | None, settings: Settings, command: str) -> Hi
         return load_history_dir(settings.history.dir)
     except (Exception, PanicException) as error:  # HistoryError, OSError, the database's
         raise UsageError(f"{command}: the driver history cannot be loaded: {error}") from None
+
+
+def road_limits(
+    catalogue_dir: Path | None, settings: Settings, command: str
+) -> PostedLimits | None:
+    """The posted limits the flows would give readings judged by the catalogue of
+    ``catalogue_dir`` (``dataflows._rules.posted_limits``: FLEET_ROADS, FLEET_ROAD_MATCH_M,
+    FLEET_ROADS_CACHE); None for the built-in rules (None) or FLEET_ROADS=none."""
+    rules = dataclasses.replace(settings.rules, catalogue_dir=catalogue_dir)
+    try:
+        return posted_limits(rules)
+    except SettingsError as error:
+        raise UsageError(f"{command}: {error}") from None
 
 
 def replay_backfill(

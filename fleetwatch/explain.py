@@ -75,8 +75,6 @@ from connectors.parquet_input import (
     TruckReadings,
     resolve_inputs,
 )
-from connectors.road_limits import PostedLimits
-from dataflows._rules import posted_limits
 from domain.alerts import ALERT_ID
 from domain.catalogue import (
     BEGINNING_MS,
@@ -90,7 +88,14 @@ from domain.history import Assignment, HistoryIndex
 from domain.readings import Reading
 from domain.rule_kinds import Deceleration, PostedLimitOver
 from domain.timestamps import format_rfc3339_ms, to_epoch_ms
-from fleetwatch._cli import ReplayError, UsageError, err, load_history, replay_backfill
+from fleetwatch._cli import (
+    ReplayError,
+    UsageError,
+    err,
+    load_history,
+    replay_backfill,
+    road_limits,
+)
 from fleetwatch.whatif import (
     Alert,
     Rules,
@@ -654,15 +659,6 @@ def lake_dir(option: Path | None, settings: Settings) -> Path:
     return lake
 
 
-def road_limits(rules: Rules, directory: Path | None, settings: Settings) -> PostedLimits | None:
-    """The flows' posted limits when the rules are a catalogue directory (FLEET_ROADS)."""
-    catalogue_dir = directory if directory is not None else settings.rules.catalogue_dir
-    try:
-        return posted_limits(dataclasses.replace(settings.rules, catalogue_dir=catalogue_dir))
-    except SettingsError as error:
-        raise UsageError(f"explain: {error}") from None
-
-
 def run(args: argparse.Namespace, settings: Settings) -> Explanation:
     """Everything but printing: find, replay, compare, draw."""
     started = time.monotonic()
@@ -678,7 +674,8 @@ def run(args: argparse.Namespace, settings: Settings) -> Explanation:
     except BackfillInputError as error:
         raise NotFound(f"cannot replay: {error}") from None
     check_input(files)
-    limits = road_limits(rules, args.rules, settings)
+    catalogue_dir = args.rules if args.rules is not None else settings.rules.catalogue_dir
+    limits = road_limits(catalogue_dir, settings, "explain")
     book = RuleBook(rules.catalogue, history.vehicle_classes)
     truck, start, end = (
         archived["truck_id"],

@@ -13,6 +13,9 @@ once under the baseline catalogue, once under the candidate, and reports what wo
 - Both catalogues are loaded strictly, with the zones of ``--zones`` (default FLEET_ZONES) and
   every problem reported (``fleetwatch.rules.check``): an invalid one stops the command
   before any replay, with each problem (file: rule: field: message) on stderr, exit 2.
+- Posted limits: the readings of both replays get them from the road network as the flows
+  give them (FLEET_ROADS, FLEET_ROAD_MATCH_M, FLEET_ROADS_CACHE), so posted_limit_over rules
+  judge them; FLEET_ROADS=none: no limits (such rules fire nowhere).
 - ``--history DIR`` (default FLEET_HISTORY_DSN / FLEET_HISTORY_DIR, as the flows): the drivers
   of the alerts ("by driver") and the trucks' vehicle classes (rule scopes), loaded once for
   both runs. A history that cannot be loaded is an error (exit 2): the backfill would run on
@@ -75,13 +78,14 @@ from connectors.parquet_input import (
     BackfillInputError,
     resolve_inputs,
 )
+from connectors.road_limits import PostedLimits
 from dataflows.backfill import dead_letter_path
 from domain.catalogue import Catalogue, CatalogueError, RuleBook
 from domain.history import HistoryIndex
 from domain.rules import RuleConfig, builtin_book
 from domain.timestamps import BadTimestamp, format_rfc3339_ms, parse_rfc3339_ms, to_epoch_ms
 from fleetwatch import _cli
-from fleetwatch._cli import ReplayError, err, replay_backfill
+from fleetwatch._cli import ReplayError, err, replay_backfill, road_limits
 from fleetwatch._cli import UsageError as UsageError  # noqa: PLC0414 (re-exported: devtools.demo)
 from fleetwatch.rules import check
 from runtime.clock import utc_now
@@ -314,13 +318,17 @@ def replay(
     history: HistoryIndex,
     config: RuleConfig,
     out_dir: Path,
+    limits: PostedLimits | None = None,
 ) -> Run:
-    """The backfill over ``files`` under ``rules``: 1 worker, in this process."""
+    """The backfill over ``files`` under ``rules``: 1 worker, in this process; ``limits``:
+    the readings' posted limits (for posted_limit_over), as the flows attach them."""
     alerts_path = out_dir / name / "alerts.jsonl"
     book = RuleBook(rules.catalogue, history.vehicle_classes)
     print(f"whatif: replaying under the {name} catalogue ({rules.source})", file=sys.stderr)
     started = time.monotonic()
-    progress = replay_backfill(files, book, config, history, alerts_path, what=f"the {name} replay")
+    progress = replay_backfill(
+        files, book, config, history, alerts_path, limits=limits, what=f"the {name} replay"
+    )
     seconds = time.monotonic() - started
     print(f"whatif: {name}: {progress.summary()}", file=sys.stderr)
     dead_path = dead_letter_path(alerts_path)
@@ -725,6 +733,9 @@ def run(
     candidate = load_rules(args.rules, zones, "candidate")
     baseline = baseline_rules(args.baseline, zones, settings)
     history = load_history(args.history, settings)
+    # The candidate is a catalogue directory: its readings get posted limits as the flows
+    # give them (one road network for both runs; the built-in rules use none).
+    limits = road_limits(args.rules, settings, "whatif")
     try:
         files = resolve_inputs(args.lake)
     except BackfillInputError as error:
@@ -737,7 +748,7 @@ def run(
         span = measure(replayed)
         config = settings.rules.config()
         runs = [
-            replay(name, rules, replayed, history, config, out_dir)
+            replay(name, rules, replayed, history, config, out_dir, limits)
             for name, rules in zip(SIDES, (baseline, candidate), strict=True)
         ]
     finally:

@@ -25,6 +25,8 @@ from connectors.history import load_history_dir
 from connectors.jsonl_sink import JsonlSink
 from connectors.parquet import READING_SCHEMA
 from connectors.parquet_input import ParquetReadingsSource, resolve_inputs
+from connectors.road_limits import PostedLimits
+from connectors.roads import default_extract
 from dataflows.backfill import build_flow, dead_letter_path
 from domain.catalogue import RuleBook
 from domain.rules import RuleConfig
@@ -261,6 +263,50 @@ def test_the_default_baseline_is_fleet_rules_when_set(lake: Path, tmp_path: Path
     )
     assert report.baseline.rules.source == f"FLEET_RULES={live}"
     assert report.comparison.differences == []
+
+
+POSTED = """\
+version: 1
+effective_from: 2026-01-01T00:00:00Z
+rules:
+  - id: over_the_posted_limit
+    kind: posted_limit_over
+    over_kmh: 10
+"""
+
+
+def test_a_posted_limit_candidate_judges_each_reading_by_its_road(
+    lake: Path, tmp_path: Path
+) -> None:
+    # The lake's trucks drive north through central Helsinki: the readings matched to a road
+    # get its posted limit (FLEET_ROADS: the default extract), as the flows give them.
+    candidate = tmp_path / "posted"
+    candidate.mkdir()
+    (candidate / "v1.yaml").write_text(POSTED)
+    cache = str(tmp_path / "roads-cache")
+    report = report_of(
+        ["--lake", str(lake), "--rules", str(candidate), "--out-dir", str(tmp_path / "out")],
+        FLEET_ROADS_CACHE=cache,
+    )
+    posted = [a for a in report.candidate.alerts if a["rule"] == "over_the_posted_limit"]
+    assert posted
+    assert all(a["details"]["posted_limit_kmh"] == a["threshold_kmh"] for a in posted)
+    # The very alerts of the backfill with the flows' road network.
+    catalogue = check(candidate)
+    history = load_history_dir(SAMPLE_HISTORY_DIR)
+    out = tmp_path / "backfill.jsonl"
+    flow = build_flow(
+        ParquetReadingsSource(resolve_inputs(str(lake)), catalogue.prefilter),
+        JsonlSink(out),
+        JsonlSink(dead_letter_path(out)),
+        RuleConfig(),
+        history,
+        Progress(),
+        RuleBook(catalogue, history.vehicle_classes),
+        PostedLimits.load(default_extract(), Path(cache), 20.0),
+    )
+    run_main(flow)
+    assert sorted(report.candidate.alerts, key=by_id) == sorted(read_jsonl(out), key=by_id)
 
 
 def test_the_window_cuts_the_readings_before_the_rules(lake: Path, tmp_path: Path) -> None:
