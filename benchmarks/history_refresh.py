@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         command = [sys.executable, "-m", "fleetwatch.history", "refresh", "--as-of", str(AS_OF)]
         command += ["--lake", str(lake), "--history", str(history)]
         refresh_s, refresh_rss, _, err = measured(command)
-        summary = next(
+        summary: dict[str, Any] = next(
             (json.loads(line) for line in err.splitlines() if '"history_refreshed"' in line), {}
         )
         results.update(
