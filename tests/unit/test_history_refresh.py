@@ -5,8 +5,10 @@ replace, and the flows' store picking the new file up."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import statistics
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,13 @@ from connectors.history_refresh import (
     write_drivers_file,
 )
 from domain.history_refresh import RISK_CUTOFFS, RISK_FLOOR_KM, risk_tier
+from domain.readings import Reading
 from domain.scorecards import haversine_km
-from domain.timestamps import to_epoch_ms
+from domain.timestamps import EPOCH, to_epoch_ms
 from fleetwatch import history as cli
 from runtime.settings import SAMPLE_HISTORY_DIR, Settings
+from tests.reference_scorecards import AssignmentRow, reference_scorecards
+from tests.reference_scorecards import _driver as reference_driver
 
 AS_OF = date(2026, 12, 1)
 START = datetime(2026, 9, 2, tzinfo=UTC)  # AS_OF - 90 days, UTC: the first instant counted
@@ -454,3 +459,138 @@ def test_the_flows_store_uses_the_new_file_at_its_next_reload(fleet: tuple[Path,
     assert store.refresh()  # the next tick of its reload thread (every FLEET_HISTORY_REFRESH_S)
     d1 = store.current().drivers["D1"]
     assert (d1.overspeed_events_90d, d1.avg_speed_kmh_90d, d1.risk_tier) == (2, 55.0, "high")
+
+
+def as_row(r: Reading) -> dict[str, Any]:
+    at = EPOCH + r.ts_ms * MS
+    return reading(r.truck_id, at, r.speed_kmh, lat=r.lat, lon=r.lon, event_id=r.event_id)
+
+
+def random_fleet(
+    rng: random.Random, window: Window
+) -> tuple[list[Reading], list[AssignmentRow], list[dict[str, Any]]]:
+    """Readings in bursts at the window's edges and inside it (gaps around 60 s, some
+    without a position, ties, resends), overlapping assignments, alerts of three kinds."""
+    trucks = ["T00001", "T00002", "T00003"]
+    drivers = ["D1", "D2", "D3", "D4", "D9"]
+    readings: list[Reading] = []
+    for truck in trucks:
+        for centre in (
+            window.start_ms,
+            window.end_ms,
+            rng.randrange(window.start_ms, window.end_ms),
+        ):
+            ts = centre - rng.randrange(0, 600_000)
+            lat, lon = rng.uniform(59, 61), rng.uniform(20, 25)
+            for _ in range(rng.randrange(20, 60)):
+                ts += rng.choice([0, 1, 5_000, 30_000, 59_999, 60_000, 60_001, 300_000])
+                lat, lon = lat + rng.uniform(-0.003, 0.003), lon + rng.uniform(-0.003, 0.003)
+                positioned = rng.random() > 0.1
+                readings.append(
+                    Reading(
+                        f"{truck}-{len(readings)}",
+                        truck,
+                        ts,
+                        rng.choice([0.0, 3.0, 5.0, 5.5, rng.uniform(0, 130)]),
+                        lat if positioned else None,
+                        lon if positioned else None,
+                    )
+                )
+        # Exactly at the edges: a pair's first reading 60 s before the window, the first
+        # instant, the last, and the end, each with a position.
+        for ts in (window.start_ms - 60_000, window.start_ms, window.end_ms - 1, window.end_ms):
+            readings.append(Reading(f"{truck}-edge-{ts}", truck, ts, 50.0, 60.0 + ts % 7, 22.0))
+    readings += rng.sample(readings, len(readings) // 10)  # resent: the same reading again
+    assignments: list[AssignmentRow] = []
+    for truck in trucks:
+        for _ in range(6):
+            start = rng.randrange(window.start_ms - 3 * 86_400_000, window.end_ms)
+            length = rng.choice([None, 3_600_000, 86_400_000, 40 * 86_400_000])
+            assignments.append(
+                (truck, rng.choice(drivers), start, None if length is None else start + length)
+            )
+    alerts = []
+    for n in range(40):
+        end = rng.choice([window.start_ms, window.end_ms, window.end_ms - 1])
+        end = rng.choice([end, rng.randrange(window.start_ms - 86_400_000, window.end_ms)])
+        rule, details = rng.choice(
+            [
+                ("sustained_speeding", "{}"),
+                ("harsh_braking", '{"kind": "deceleration"}'),
+                ("yard_slow_zone", '{"kind": "zone_over"}'),
+            ]
+        )
+        alerts.append(
+            alert(f"a{n % 35}", rule, rng.choice([*drivers, None]), EPOCH + end * MS, details)
+        )
+    return readings, assignments, alerts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_history_is_ninety_days_of_the_reference_scorecards(tmp_path: Path, seed: int) -> None:
+    """The 90 days' figures are the sums of the 90 local days' scorecards of the plain
+    reference (tests/reference_scorecards.py, which shares no code with the product): the
+    readings, the distance, the speeding alerts; and the moving mean from the same readings."""
+    zone = "Europe/Helsinki" if seed % 2 else "UTC"
+    window = Window.as_of_day(AS_OF, ZoneInfo(zone))
+    readings, assignments, alerts = random_fleet(random.Random(seed), window)
+    lake, history = tmp_path / "lake", tmp_path / "history"
+    write_lake(lake, [as_row(r) for r in readings])
+    # The same alert id twice (a redelivery) must be the same alert.
+    firsts: dict[str, dict[str, Any]] = {}
+    alerts = [firsts.setdefault(a["alert_id"], a) for a in alerts]
+    write_alerts(lake, alerts)
+    write_history(history)
+    pl.DataFrame(
+        assignments,
+        schema={
+            "truck_id": pl.String,
+            "driver_id": pl.String,
+            "valid_from": pl.Int64,
+            "valid_to": pl.Int64,
+        },
+        orient="row",
+    ).with_columns(pl.col("valid_from", "valid_to").cast(pl.Datetime("ms", "UTC"))).write_parquet(
+        history / "assignments.parquet"
+    )
+
+    stats = driver_stats(lake, load_history_dir(history), window)
+    got = {row["driver_id"]: row for row in stats.by_driver.iter_rows(named=True)}
+
+    documents = [
+        {
+            **a,
+            "window_end": (EPOCH + a["window_end"] * MS).isoformat(),
+            "severity": "warning",
+        }
+        for a in alerts
+    ]
+    cards = reference_scorecards(readings, assignments, documents, timezone=zone)
+    days = {(window.first_day + timedelta(days=d)).isoformat() for d in range(90)}
+    expected: dict[str, dict[str, Any]] = {}
+    for (driver, day), card in cards.items():
+        if driver is None or day not in days:
+            continue
+        sums = expected.setdefault(driver, {"readings": 0, "km": [], "events": 0})
+        sums["readings"] += card["readings"]
+        sums["km"].append(card["distance_km"])
+        sums["events"] += sum(n for rule, n in card["alerts"].items() if rule != "harsh_braking")
+    expected = {d: e for d, e in expected.items() if e["readings"] or e["events"]}
+    assert set(got) == set(expected)
+    unique = {(r.truck_id, r.event_id): r for r in reversed(readings)}.values()
+    for driver, want in expected.items():
+        row = got[driver]
+        assert row["readings"] == want["readings"], driver
+        assert row["overspeed_events_90d"] == want["events"], driver
+        assert math.isclose(row["km_driven_90d"], math.fsum(want["km"]), rel_tol=1e-9, abs_tol=1e-9)
+        moving = [
+            r.speed_kmh
+            for r in unique
+            if window.start_ms <= r.ts_ms < window.end_ms
+            and r.speed_kmh > 5
+            and reference_driver(assignments, r.truck_id, r.ts_ms) == driver
+        ]
+        if moving:
+            assert row["avg_speed_kmh_90d"] == pytest.approx(statistics.fmean(moving), rel=1e-12)
+        else:
+            assert row["avg_speed_kmh_90d"] is None
