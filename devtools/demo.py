@@ -5,8 +5,10 @@ Starts an MQTT broker and a Kafka-protocol broker on free ports, the flows as re
 delivering in central Helsinki on the roads of the default extract (``devtools.road_fleet``);
 prints what flows through every few seconds, then stops everything it started (also on
 Ctrl-C) and prints a summary that accounts for every published message and checks the
-streamed alerts against the same readings evaluated in sorted order. It ends by drawing the
-run's map (``fleetwatch.map``): the roads, the trucks' tracks, the alerts by rule.
+streamed alerts against the same readings evaluated in sorted order, the archived alerts
+(``dataflows.archive_alerts``, run to the end of ``fleet.alerts``) and a backfill over the lake
+against the streamed ones. It ends by drawing the run's map (``fleetwatch.map``): the roads,
+the trucks' tracks, the alerts by rule.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from connectors.alert_lake import alerts_root, scan_alerts
 from connectors.catalogue import load_catalogue
 from connectors.history import load_history_dir
 from connectors.road_limits import PostedLimits
@@ -187,9 +190,9 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         tally.stop()
         _show_an_alert(tally)
         flows.close()  # the live flows stop; what the archive had not rolled yet is re-read below
-        replayed = _archive_then_backfill(env, workdir)
+        lake = _archive_then_backfill(env, workdir)
     drawn = _map(Path(env["FLEET_LAKE_DIR"]), workdir / "backfill-alerts.jsonl", workdir)
-    return _summary(expected, len(messages), published, tally, replayed, emailed, drawn)
+    return _summary(expected, len(messages), published, tally, lake, emailed, drawn)
 
 
 def _habits(fleet: RoadFleetSimulator) -> str:
@@ -270,19 +273,38 @@ def _bounded(name: str, env: dict[str, str], workdir: Path) -> None:
         raise RuntimeError(f"dataflows.{name} failed; see {flow.log_path}")
 
 
-def _archive_then_backfill(env: dict[str, str], workdir: Path) -> set[str]:
+@dataclass(frozen=True)
+class LakeRun:
+    """What the end of the run found in the lake."""
+
+    replayed: set[str]  # the backfill's alert ids
+    archived: set[str]  # the archived alerts' ids (dataflows.archive_alerts)
+    archived_records: int
+
+
+def _archive_then_backfill(env: dict[str, str], workdir: Path) -> LakeRun:
     """Finish the lake (the archive resumes after its last complete roll and reads to the
-    end), then replay the lake through dataflows.backfill; returns the replayed alert ids."""
-    print("\n  finishing the lake (dataflows.archive to the end of fleet.telemetry), then backfill")
+    end), archive fleet.alerts into its alerts/ (dataflows.archive_alerts, to the end),
+    then replay the lake's readings through dataflows.backfill."""
+    print("\n  finishing the lake (dataflows.archive to the end of fleet.telemetry),")
+    print("  archiving fleet.alerts (dataflows.archive_alerts), then backfill")
     _bounded("archive", {**env, "FLEET_KAFKA_TAIL": "false"}, workdir)
+    _bounded("archive_alerts", {**env, "FLEET_KAFKA_TAIL": "false"}, workdir)
     out = workdir / "backfill-alerts.jsonl"
     lake = env["FLEET_LAKE_DIR"]
     _bounded(
         "backfill", {**env, "FLEET_BACKFILL_INPUT": lake, "FLEET_ALERTS_OUT": str(out)}, workdir
     )
-    files = sum(1 for _ in Path(lake).rglob("*.parquet"))
-    print(f"  lake: {files} Parquet files in {lake}; backfill alerts in {out}")
-    return {json.loads(line)["alert_id"] for line in out.read_text().splitlines()}
+    files = sum(1 for _ in Path(lake).glob("date=*/*.parquet"))
+    alert_files = len(list(alerts_root(Path(lake)).glob("date=*/*.parquet")))
+    print(f"  lake: {files} + {alert_files} (alerts/) Parquet files in {lake}")
+    print(f"  backfill alerts in {out}")
+    archived = scan_alerts(Path(lake), deduplicate=False).select("alert_id").collect()
+    return LakeRun(
+        {json.loads(line)["alert_id"] for line in out.read_text().splitlines()},
+        set(archived["alert_id"]),
+        archived.height,
+    )
 
 
 def _show_an_alert(tally: TopicTally) -> None:
@@ -296,7 +318,7 @@ def _summary(
     sent: int,
     published: int,
     tally: TopicTally,
-    replayed: set[str],
+    lake: LakeRun,
     emailed: set[str],
     drawn: Path | None,
 ) -> int:
@@ -319,8 +341,14 @@ def _summary(
         ("alerts naming a driver", f"{tally.with_driver} ({tally.critical} critical in all)"),
         ("e-mails sent (REST API)", f"{len(emailed)} for {len(got_alerts)} alerts"),
         (
+            "alerts archived in the lake",
+            f"{len(lake.archived)} distinct ({lake.archived_records} records), "
+            f"{'the same' if lake.archived == got_alerts else 'DIFFERENT'} ids",
+        ),
+        (
             "backfill over the lake",
-            f"{len(replayed)} alerts, {'the same' if replayed == got_alerts else 'DIFFERENT'} ids",
+            f"{len(lake.replayed)} alerts, "
+            f"{'the same' if lake.replayed == got_alerts else 'DIFFERENT'} ids",
         ),
         ("map of the run", str(drawn) if drawn else "NOT DRAWN"),
     ]
@@ -332,7 +360,9 @@ def _summary(
         and tally.records[DLQ] >= expected.bad
         and published == sent
         and got_alerts == expected.alert_ids
-        and replayed == got_alerts
+        and lake.replayed == got_alerts
+        and lake.archived == got_alerts
+        and lake.archived_records >= tally.records[ALERTS]
         and emailed == got_alerts
         and drawn is not None
     )
