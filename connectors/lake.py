@@ -3,7 +3,9 @@
 A file holds the rows of one *roll*: a range of offsets of one Kafka partition, split by
 the UTC date of one timestamp column (the readings of ``fleet.telemetry`` by ``ts`` in the
 lake's root; the archived alerts of ``fleet.alerts`` by ``window_end`` in its ``alerts/``,
-connectors/alert_lake.py). Its name says exactly that:
+connectors/alert_lake.py), or by one date column (the archived scorecards of
+``fleet.scorecards`` by their local ``day`` in its ``scorecards/``,
+connectors/scorecard_lake.py). Its name says exactly that:
 
     date=2026-11-24/p0003-00000000000000001200-00000000000000004711-1of2.parquet
 
@@ -104,12 +106,16 @@ class _WritingGate:
 
 class Lake:
     """A lake directory: what it holds, and writing rolls into it. ``day_column`` is the
-    timestamp column (UTC) whose date names each row's ``date=`` directory."""
+    timestamp column (UTC) whose date names each row's ``date=`` directory (or a date
+    column: its value). ``writes_with``: another lake the same process writes (one flow
+    archiving two topics); ``stop_writing`` on either then waits for the rolls of both."""
 
-    def __init__(self, root: Path, day_column: str = "ts") -> None:
+    def __init__(
+        self, root: Path, day_column: str = "ts", *, writes_with: Lake | None = None
+    ) -> None:
         self.root = root
         self.day_column = day_column
-        self._gate = _WritingGate()
+        self._gate: _WritingGate = _WritingGate() if writes_with is None else writes_with._gate
 
     def files(self) -> list[LakeFile]:
         found = []

@@ -25,6 +25,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
 from connectors.alert_lake import ALERTS_DIR
+from connectors.scorecard_lake import SCORECARDS_DIR
 from domain.catalogue import Prefilter
 from domain.dead_letters import Reason
 from domain.readings import (
@@ -44,6 +45,8 @@ COLUMNS = ["event_id", "truck_id", "ts", "speed_kmh", "lat", "lon"]
 # Rust's regex: ``$`` is the end of the text (no multi-line mode), unlike Python's.
 _TRUCK_ID = f"^{TRUCK_ID_PATTERN}$"
 _GLOB_MAGIC = frozenset("*?[")
+# A lake's directories of archived records that are not readings (dataflows.archive_alerts).
+_ARCHIVED_RECORDS = frozenset({ALERTS_DIR, SCORECARDS_DIR})
 CHUNK_READINGS = 20_000
 # Bad rows go to the dead-letter sink in batches of this many, not a bucket's all at once
 # (300k bad rows once made one 125 MB batch): memory stays bounded by the chunk size.
@@ -57,9 +60,10 @@ class BackfillInputError(ValueError):
 def resolve_inputs(spec: str) -> list[Path]:
     """A file, a directory (searched recursively) or a glob -> the Parquet files, sorted.
 
-    The archived alerts in a lake's ``alerts/`` (connectors/alert_lake.py) are no readings:
-    a directory's ``alerts/`` is skipped, and so is the one in a glob's fixed leading
-    directory (``lake/**/*.parquet``); name it in the glob to read it anyway."""
+    The archived alerts in a lake's ``alerts/`` (connectors/alert_lake.py) and scorecards
+    in its ``scorecards/`` (connectors/scorecard_lake.py) are no readings: a directory's
+    ``alerts/`` and ``scorecards/`` are skipped, and so are those in a glob's fixed leading
+    directory (``lake/**/*.parquet``); name one in the glob to read it anyway."""
     path = Path(spec)
     if path.is_file():
         files = [path]
@@ -67,24 +71,24 @@ def resolve_inputs(spec: str) -> list[Path]:
         files = [
             p
             for p in path.rglob("*.parquet")
-            if not p.name.startswith(".") and not _archived_alerts(p, path)
+            if not p.name.startswith(".") and not _archived_records(p, path)
         ]
     else:
         root = Path(*itertools.takewhile(lambda part: not _GLOB_MAGIC & set(part), path.parts))
         files = [
             Path(p)
             for p in glob.glob(spec, recursive=True)
-            if Path(p).is_file() and not _archived_alerts(Path(p), root)
+            if Path(p).is_file() and not _archived_records(Path(p), root)
         ]
     if not files:
         raise BackfillInputError(f"FLEET_BACKFILL_INPUT={spec!r} names no Parquet file")
     return sorted(files)
 
 
-def _archived_alerts(file: Path, root: Path) -> bool:
-    """Whether ``file`` lies in the ``alerts/`` directory right under ``root``."""
+def _archived_records(file: Path, root: Path) -> bool:
+    """Whether ``file`` lies in ``alerts/`` or ``scorecards/`` right under ``root``."""
     parts = file.relative_to(root).parts if file.is_relative_to(root) else ()
-    return len(parts) > 1 and parts[0] == ALERTS_DIR
+    return len(parts) > 1 and parts[0] in _ARCHIVED_RECORDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
-"""What the two archives share: a Kafka topic -> rolls of Parquet in a lake, exactly once.
+"""What the archives share: a Kafka topic -> rolls of Parquet in a lake, exactly once.
 
 dataflows.archive (``fleet.telemetry`` -> the lake's ``date=...``) and
-dataflows.archive_alerts (``fleet.alerts`` -> its ``alerts/date=...``) differ only in how a
-roll's records become rows (a ``RollDecoder``) and which lake they go to. Everything else
-is here, once:
+dataflows.archive_alerts (``fleet.alerts`` -> its ``alerts/date=...``, ``fleet.scorecards``
+-> its ``scorecards/date=...``) differ only in how a roll's records become rows (a
+``RollDecoder``; ``record_decoder`` makes one from a per-record function) and which lake
+they go to. Everything else is here, once:
 
 - buffering per Kafka partition and rolling by size (``FLEET_LAKE_ROLL_MB``), by age
   (``FLEET_LAKE_ROLL_S``) and at the end of bounded input;
@@ -11,7 +12,10 @@ is here, once:
   commit its offsets: a crash between the two must not lose them);
 - exactly once after kill -9: each partition starts right after its last complete roll
   (``lake_source``; connectors/lake.py); nothing is kept in Bytewax snapshots;
-- a write the filesystem refuses stops the process (``stop_archive``, exit code 74).
+- a write the filesystem refuses stops the process (``stop_archive``, exit code 74);
+- several topics in one flow (``build_topics_flow``): each has its own input, its own
+  step (so partition 0 of one is not partition 0 of the other) and its own lake directory
+  (so file names cannot collide, and each resumes from its own files).
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import polars as pl
 import structlog
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
@@ -38,7 +42,9 @@ from connectors.kafka import ConfirmedProducer, OutboundRecord
 from connectors.kafka_source import Fetch, KafkaBatchSource
 from connectors.lake import Lake, LakeWriteError
 from dataflows._dead_letters import to_kafka
-from domain.dead_letters import DeadLetter
+from dataflows._guard import unprocessable
+from domain.dead_letters import DeadLetter, Reason, Stage
+from domain.readings import Rejection
 from domain.timestamps import to_epoch_ms
 from runtime.clock import utc_now
 from runtime.metrics import READINGS_IN
@@ -56,6 +62,63 @@ _stopping = threading.Lock()
 # were received -> the rows to write (in the lake's schema, also when empty) and a dead
 # letter for each record that is not one. Never raises for any record.
 RollDecoder = Callable[[Sequence[bytes], Sequence[int], int], tuple[pl.DataFrame, list[DeadLetter]]]
+# One record value -> its row, or why it is refused. May raise (see ``record_decoder``).
+RowOf = Callable[[bytes], dict[str, Any] | Rejection]
+# Rows -> a DataFrame in the lake's schema (also when empty); raises for a value that does
+# not fit its column.
+FrameOf = Callable[[Sequence[dict[str, Any]]], pl.DataFrame]
+
+
+def record_decoder(
+    stage: Stage, source_topic: str, row_of: RowOf, frame_of: FrameOf
+) -> RollDecoder:
+    """A ``RollDecoder`` for records that become one row each: a record ``row_of`` refuses
+    is a dead letter of ``stage`` with its reason; one that makes it raise is
+    ``out_of_range`` (OverflowError) or ``unprocessable`` (anything else,
+    dataflows/_guard.py); a row ``frame_of`` cannot hold is found alone and is
+    ``unprocessable``. The roll goes on in every case."""
+
+    def decode(
+        values: Sequence[bytes], _timestamps: Sequence[int], received_at_ms: int
+    ) -> tuple[pl.DataFrame, list[DeadLetter]]:
+        rows: list[dict[str, Any]] = []
+        raws: list[bytes] = []
+        dead: list[DeadLetter] = []
+        for value in values:
+            row = _row(value, received_at_ms)
+            if isinstance(row, DeadLetter):
+                dead.append(row)
+            else:
+                rows.append(row)
+                raws.append(value)
+        try:
+            return frame_of(rows), dead
+        except Exception:  # one bad row must not cost the roll: find it
+            kept = []
+            for row, raw in zip(rows, raws, strict=True):
+                try:
+                    frame_of([row])
+                    kept.append(row)
+                except Exception as error:  # the last line of defence: dataflows/_guard.py
+                    dead.append(unprocessable(stage, error, source_topic, raw, received_at_ms))
+            return frame_of(kept), dead
+
+    def _row(value: bytes, received_at_ms: int) -> dict[str, Any] | DeadLetter:
+        try:
+            row = row_of(value)
+            if isinstance(row, Rejection):
+                return DeadLetter(
+                    stage, row.reason, row.detail, source_topic, value, received_at_ms
+                )
+            return row
+        except OverflowError as error:
+            return DeadLetter(
+                stage, Reason.OUT_OF_RANGE, str(error), source_topic, value, received_at_ms
+            )
+        except Exception as error:  # the last line of defence: see dataflows/_guard.py
+            return unprocessable(stage, error, source_topic, value, received_at_ms)
+
+    return decode
 
 
 def stop_archive(lake: Lake, error: LakeWriteError, partition: int, first_offset: int) -> NoReturn:
@@ -90,8 +153,9 @@ def stop_archive(lake: Lake, error: LakeWriteError, partition: int, first_offset
 
 @dataclass(frozen=True)
 class Roll:
-    """What one roll wrote (logged)."""
+    """What one roll wrote (logged); ``lake`` is its lake directory."""
 
+    lake: str
     partition: int
     first_offset: int
     last_offset: int
@@ -197,6 +261,7 @@ class _ArchiveLogic(StatefulBatchLogic[Fetch, Roll, None]):
         except LakeWriteError as error:
             step.on_write_failed(step.lake, error, buffer.partition, buffer.first_offset)
         return Roll(
+            str(step.lake.root),
             buffer.partition,
             buffer.first_offset,
             buffer.last_offset,
@@ -211,15 +276,40 @@ def partition_key(fetch: Fetch) -> str:
     return str(fetch.partition)
 
 
+@dataclass(frozen=True)
+class TopicArchive:
+    """One topic's part of an archive flow; ``prefix`` starts its steps' ids."""
+
+    prefix: str
+    source: Source[Fetch]
+    step: ArchiveStep
+
+
 def build_flow(
     name: str, source: Source[Fetch], step: ArchiveStep, rolls_out: Sink[Roll]
 ) -> Dataflow:
+    """The flow archiving one topic."""
+    return build_topics_flow(name, [TopicArchive("", source, step)], rolls_out)
+
+
+def build_topics_flow(name: str, topics: Sequence[TopicArchive], rolls_out: Sink[Roll]) -> Dataflow:
+    """The flow archiving several topics, each into its own lake (``TopicArchive.step``)."""
     flow = Dataflow(name)
-    fetches = op.input("kafka_source", flow, source)  # Fetch
-    by_partition = op.key_on("partition_key", fetches, partition_key)  # (partition, Fetch)
-    rolls = op.stateful_batch("roll_to_lake", by_partition, step.build)  # (partition, Roll)
-    op.output("log_rolls", op.key_rm("drop_key", rolls), rolls_out)
+    rolls = [_archive_topic(flow, topic) for topic in topics]
+    op.output("log_rolls", rolls[0] if len(rolls) == 1 else op.merge("rolls", *rolls), rolls_out)
     return flow
+
+
+def _archive_topic(flow: Dataflow, topic: TopicArchive) -> Stream[Roll]:
+    # Keyed by partition within this topic's own stateful step: another topic's partition
+    # of the same number has its own buffer, in its own step.
+    p = topic.prefix
+    fetches = op.input(f"{p}kafka_source", flow, topic.source)  # Fetch
+    by_partition = op.key_on(f"{p}partition_key", fetches, partition_key)  # (partition, Fetch)
+    rolls = op.stateful_batch(
+        f"{p}roll_to_lake", by_partition, topic.step.build
+    )  # (partition, Roll)
+    return op.key_rm(f"{p}drop_key", rolls)  # Roll
 
 
 def lake_source(settings: Settings, topic: str, lake: Lake) -> KafkaBatchSource:

@@ -24,6 +24,8 @@ class Stage(StrEnum):
     ALERTS = "alerts"
     ARCHIVE = "archive"
     ARCHIVE_ALERTS = "archive_alerts"
+    # dataflows.archive_alerts too: the records of fleet.scorecards it refuses.
+    ARCHIVE_SCORECARDS = "archive_scorecards"
     BACKFILL = "backfill"
     NOTIFY = "notify"
     STORE = "store"

@@ -13,6 +13,9 @@ right whatever the arrival order:
 * Per (driver, day) (``DayTally.merge``): tallies from any trucks and runs add up, and the
   scorecard is built once the day has closed (``Scorecard.of``).
 
+``decode_scorecard`` is the one reader of ``fleet.scorecards`` records (dataflows.archive_alerts
+archives them): a ``Scorecard`` or a ``Rejection``, for any bytes.
+
 Exactness. Counts and durations are integers (ms); the maximum is a maximum; distances are
 kept as an exact sum (``math.fsum``'s partials, Shewchuk's algorithm), so however the pairs
 are grouped into tallies and the tallies merged, the distance is the sum of the pairs'
@@ -22,6 +25,7 @@ distances rounded once. The stream, the backfill and any restart give the same f
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -29,10 +33,11 @@ from typing import Any
 
 import msgspec
 
-from domain.alerts import build_alert
+from domain.alerts import MAX_TEXT_CHARS, SPEED_RANGE, build_alert
 from domain.catalogue import Detection
+from domain.dead_letters import Reason
 from domain.history import HistoryIndex
-from domain.readings import Reading
+from domain.readings import Reading, Rejection
 
 EARTH_RADIUS_KM = 6371.0088
 PAIR_MAX_MS = 60_000  # inclusive
@@ -201,6 +206,67 @@ _ENCODER = msgspec.json.Encoder()
 
 def encode_scorecard(card: Scorecard) -> bytes:
     return _ENCODER.encode(card)
+
+
+# --- Decoding: the one reader of fleet.scorecards --------------------------------------------
+
+_DECODER = msgspec.json.Decoder(Scorecard)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_INT64_MAX = 2**63 - 1  # what a Parquet (and Polars) integer holds
+
+
+def decode_scorecard(raw: bytes) -> Scorecard | Rejection:
+    """A record of ``fleet.scorecards`` as a ``Scorecard``, or why not: ``invalid_json`` (not
+    UTF-8 JSON), ``schema`` (not an object, a field missing or of the wrong type, a rule id
+    empty or longer than MAX_TEXT_CHARS, nesting too deep), ``out_of_range`` (a count,
+    duration, distance or rate below 0 or beyond a 64-bit integer or a float, a speed
+    outside SPEED_RANGE, a score outside 0..100) or ``bad_timestamp`` (``day`` not a
+    YYYY-MM-DD calendar day). Unknown fields are skipped unread. Never raises for any bytes;
+    ``decode_scorecard(encode_scorecard(c)) == c`` for every scorecard ``Scorecard.of`` makes."""
+    try:
+        card = _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        out_of_range = message.startswith(("Number out of range", "Integer value out of range"))
+        return Rejection(Reason.OUT_OF_RANGE if out_of_range else Reason.SCHEMA, message)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return Rejection(Reason.INVALID_JSON, f"not JSON: {exc}")
+    except RecursionError:
+        return Rejection(Reason.SCHEMA, "nested too deeply")
+    return _check_scorecard(card) or card
+
+
+def _check_scorecard(card: Scorecard) -> Rejection | None:
+    if not _DAY.fullmatch(card.day):
+        return Rejection(Reason.BAD_TIMESTAMP, "day is not YYYY-MM-DD")
+    try:
+        date.fromisoformat(card.day)
+    except ValueError as exc:
+        return Rejection(Reason.BAD_TIMESTAMP, f"day: {exc}")
+    for rule in card.alerts:
+        if not 1 <= len(rule) <= MAX_TEXT_CHARS:
+            return Rejection(Reason.SCHEMA, f"alerts: rule ids must be 1-{MAX_TEXT_CHARS} chars")
+    counts = {"trucks": card.trucks, "readings": card.readings}
+    counts |= {f"alerts.{rule}": n for rule, n in card.alerts.items()}
+    counts["schema_version"] = card.schema_version
+    for name, count in counts.items():
+        if not 0 <= count <= _INT64_MAX:
+            return Rejection(Reason.OUT_OF_RANGE, f"{name} {count} outside 0..2^63-1")
+    amounts = {
+        "distance_km": card.distance_km,
+        "driving_s": card.driving_s,
+        "over_threshold_s": card.over_threshold_s,
+        "events_per_1000km": card.events_per_1000km,
+    }
+    for name, amount in amounts.items():
+        if amount is not None and not 0 <= amount < math.inf:
+            return Rejection(Reason.OUT_OF_RANGE, f"{name} {amount} is not a finite number >= 0")
+    low, high = SPEED_RANGE
+    if card.max_speed_kmh is not None and not low <= card.max_speed_kmh <= high:
+        return Rejection(Reason.OUT_OF_RANGE, f"max_speed_kmh outside {low}..{high}")
+    if not 0 <= card.safety_score <= 100:
+        return Rejection(Reason.OUT_OF_RANGE, "safety_score outside 0..100")
+    return None
 
 
 # The previous released reading of a truck, for the next pair: (ts, lat, lon, speed).
