@@ -55,6 +55,7 @@ class Namespace:
             "FLEET_TOPIC_DLQ": self.topic("dlq"),
             "FLEET_TOPIC_LATE": self.topic("late"),
             "FLEET_TOPIC_HEARTBEATS": self.topic("heartbeats"),
+            "FLEET_TOPIC_SCORECARDS": self.topic("scorecards"),
             "FLEET_TOPIC_PARTITIONS": str(self.partitions),
         }
         env.update(overrides)

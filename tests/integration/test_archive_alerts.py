@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,14 +88,57 @@ def run_archive(namespace: Namespace, lake: Path, logs: Path, roll_mb: str = "0.
     return FlowProcess("dataflows.archive_alerts", env, logs / "archive_alerts.log").start()
 
 
-def archived_dead_letters(namespace: Namespace, expected: int) -> list[Record]:
+def archived_dead_letters(
+    namespace: Namespace, expected: int, stage: str = "archive_alerts"
+) -> list[Record]:
     records = consume_until(
         namespace.brokers.kafka_brokers,
         namespace.topic("dlq"),
-        lambda found: len(found) >= expected,
+        lambda found: len([r for r in found if r.json()["stage"] == stage]) >= expected,
         timeout_s=30,
     )
-    return [r for r in records if r.json()["stage"] == "archive_alerts"]
+    return [r for r in records if r.json()["stage"] == stage]
+
+
+@contextmanager
+def reading_all_along(directory: Path) -> Iterator[list[str]]:
+    """Reads every Parquet file under ``directory`` over and over while the block runs; the
+    list yielded gets the files that could not be read (a partial file would be one)."""
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            for path in list(directory.rglob("*.parquet")):
+                try:
+                    pl.read_parquet(path)
+                except FileNotFoundError:
+                    continue  # an incomplete roll removed after the kill: gone, never partial
+                except Exception as exc:
+                    failures.append(f"{path.name}: {exc}")
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    try:
+        yield failures
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def kill_mid_run(namespace: Namespace, lake: Path, logs: Path, watched: Path, kills: int) -> None:
+    """Start the archive and kill -9 it once ``watched`` has 3 more files, ``kills`` times
+    (each kill is mid-run: asserted); then run it to the end of its topics."""
+    for _ in range(kills):
+        archive = run_archive(namespace, lake, logs)
+        deadline = time.monotonic() + 60
+        before = len(list(watched.rglob("*.parquet")))
+        while len(list(watched.rglob("*.parquet"))) < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert archive.process is not None
+        assert archive.process.poll() is None, "killed mid-run, not after it finished"
+        archive.kill()
+    assert run_archive(namespace, lake, logs).wait(timeout_s=180) == 0
 
 
 def test_alerts_land_once_by_window_end_date_duplicates_kept_bad_ones_dead_lettered(
@@ -148,43 +193,10 @@ def test_kill_9_mid_run_stores_each_alert_exactly_once_beside_the_telemetry(
     telemetry_env = namespace.env(FLEET_LAKE_DIR=str(lake), FLEET_KAFKA_TAIL="false")
     telemetry = FlowProcess("dataflows.archive", telemetry_env, logs / "archive.log").start()
 
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            for path in list(alerts_root(lake).rglob("*.parquet")):
-                try:
-                    pl.read_parquet(path)
-                except FileNotFoundError:
-                    continue  # an incomplete roll removed after the kill: gone, never partial
-                except Exception as exc:
-                    failures.append(f"{path.name}: {exc}")
-
-    watcher = threading.Thread(target=reader)
-    watcher.start()
-    try:
-        kills = 0
-        for _ in range(2):
-            archive = run_archive(namespace, lake, logs)
-            deadline = time.monotonic() + 60
-            before = len(list(alerts_root(lake).rglob("*.parquet")))
-            while (
-                len(list(alerts_root(lake).rglob("*.parquet"))) < before + 3
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.02)
-            assert archive.process is not None
-            assert archive.process.poll() is None, "killed mid-run, not after it finished"
-            archive.kill()
-            kills += 1
-        assert run_archive(namespace, lake, logs).wait(timeout_s=180) == 0
+    with reading_all_along(alerts_root(lake)) as failures:
+        kill_mid_run(namespace, lake, logs, alerts_root(lake), kills=2)
         assert telemetry.wait(timeout_s=120) == 0
-    finally:
-        stop.set()
-        watcher.join()
     every = scan_alerts(lake, deduplicate=False).collect()
-    assert kills == 2
     assert every["alert_id"].n_unique() == len(batch), "no alert missing"
     assert every.height == len(batch), "none stored twice"
     assert not failures, failures[:3]
