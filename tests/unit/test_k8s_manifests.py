@@ -15,7 +15,7 @@ import yaml
 
 from connectors.catalogue import catalogue_files, load_catalogue
 from runtime.settings import Settings
-from tests.kube import K8S, ROOT, Manifest, build, find, image_entrypoint
+from tests.kube import K8S, ROOT, Manifest, build, find, image_entrypoint, pod_containers
 
 KUBERNETES = "1.34"  # a current release; kubernetes-validate ships its schemas
 BUILDS = {"base": K8S / "base", "example overlay": K8S / "overlays" / "example"}
@@ -272,6 +272,26 @@ def test_both_archives_write_the_one_lake_volume_at_fleet_lake_dir(
             v for v in statefulset["spec"]["template"]["spec"]["volumes"] if v["name"] == "lake"
         ]
         assert lake["persistentVolumeClaim"]["claimName"] == "fleetwatch-lake"
+
+
+def test_the_scorecards_the_alerts_pods_write_are_archived_where_their_alerts_are(
+    manifests: list[Manifest],
+) -> None:
+    """Wherever the alerts run with scorecards to Kafka, the alerts archive runs too, reading
+    the topic they write (dataflows.archive_alerts archives FLEET_TOPIC_SCORECARDS beside
+    FLEET_TOPIC_ALERTS) into the lake the history refresh and the tools read."""
+    alerts = find(manifests, "StatefulSet", "fleetwatch-alerts")
+    archive = find(manifests, "StatefulSet", "fleetwatch-archive-alerts")
+    _, writer = pod_containers(manifests, alerts, 0, {})
+    _, archiver = pod_containers(manifests, archive, 0, {})
+    assert writer.env["FLEET_SCORECARDS_OUT"] == "kafka"
+    assert archiver.command[-1] == "dataflows.archive_alerts"
+    written, archived = Settings.from_env(writer.env), Settings.from_env(archiver.env)
+    assert archived.topics.scorecards == written.topics.scorecards
+    assert archived.topics.alerts == written.topics.alerts
+    assert archived.lake.dir is not None
+    assert archiver.mounts[str(archived.lake.dir)] == "lake"
+    assert not mounts_of(archive)["lake"].get("readOnly", False), "it writes the lake"
 
 
 def test_the_history_refresh_runs_nightly_on_the_lake_and_writes_the_history_volume(
