@@ -11,8 +11,9 @@ topic, flat, in ``SCORECARD_SCHEMA``:
   none. Not JSON text, as the alerts' ``details`` are: the keys are rule ids (data, not
   fields), so a list of pairs keeps one type in every file and reads with Polars' own
   operations: ``frame.explode("alerts").unnest("alerts")`` gives one row per (driver, day,
-  rule); ``pl.col("alerts").list.eval(pl.element().struct.field("count")).list.sum()``
-  the day's alerts in all.
+  rule) (and a null rule for a day without alerts);
+  ``pl.col("alerts").list.eval(pl.element().struct.field("count")).list.sum()`` the day's
+  alerts in all.
 
 Records are stored as they came, duplicates included (the alerts flow delivers at least
 once: a restart may send a scorecard again, with the same content): readers keep one per
