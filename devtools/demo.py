@@ -7,8 +7,15 @@ prints what flows through every few seconds, then stops everything it started (a
 Ctrl-C) and prints a summary that accounts for every published message and checks the
 streamed alerts against the same readings evaluated in sorted order, the archived alerts
 (``dataflows.archive_alerts``, run to the end of ``fleet.alerts``) and a backfill over the lake
-against the streamed ones. It ends by drawing the run's map (``fleetwatch.map``): the roads,
-the trucks' tracks, the alerts by rule.
+against the streamed ones. Driver scorecards (Europe/Helsinki days): the live alerts flow
+writes them to ``fleet.scorecards``, but a day closes only after local midnight plus
+FLEET_SCORECARD_GRACE_S in event time, which a run of minutes never reaches, and stopping
+the flow (SIGTERM) ends it without closing any day. So after the live run a bounded alerts
+pass (``FLEET_KAFKA_TAIL=false``) reads ``fleet.telemetry`` to its end, which closes every
+day, and writes the scorecards to ``fleet.scorecards`` (its alerts go to a scratch topic,
+so ``fleet.alerts`` stays the live run's); they are archived with the alerts and checked,
+field for field, against the backfill's and the lake's. It ends by drawing the run's map
+(``fleetwatch.map``): the roads, the trucks' tracks, the alerts by rule.
 """
 
 from __future__ import annotations
@@ -26,16 +33,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from connectors.alert_lake import alerts_root, scan_alerts
 from connectors.catalogue import load_catalogue
 from connectors.history import load_history_dir
 from connectors.road_limits import PostedLimits
 from connectors.roads import DEFAULT_MATCH_M, default_cache_dir, default_extract
+from connectors.scorecard_lake import scan_scorecards, scorecard_files, scorecards_of
 from devtools.email_receiver import EmailReceiver
 from devtools.history_generator import HistoryShape
 from devtools.history_generator import write as write_history
-from devtools.kafka_monitor import TopicTally
+from devtools.kafka_monitor import TopicTally, read_to_end
 from devtools.launcher import FlowProcess
 from devtools.localbrokers import LocalBrokers, local_brokers
 from devtools.mqtt_publisher import publish_paced
@@ -44,11 +53,16 @@ from devtools.simulator import FleetConfig, SimulatedMessage
 from domain.alerts import alert_id
 from domain.catalogue import RuleBook
 from domain.rules import RuleState, judge
+from domain.scorecards import encode_scorecard
 from domain.timestamps import to_epoch_ms
 from runtime.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parents[1]
 TELEMETRY, DLQ, ALERTS = "fleet.telemetry", "fleet.dlq", "fleet.alerts"
+SCORECARDS = "fleet.scorecards"
+TIMEZONE = "Europe/Helsinki"  # the scorecards' local days
+# The bounded alerts pass's alerts and late readings: not the live run's topics.
+REPLAY_ALERTS, REPLAY_LATE = "demo.replay.alerts", "demo.replay.late"
 FLOWS = ("bridge", "alerts", "archive", "notify")
 # The sample rule catalogue: the built-in rules, then (from 2026-12-01) one rule of each kind.
 RULES, ZONES = ROOT / "catalogue" / "rules", ROOT / "catalogue" / "zones.geojson"
@@ -132,6 +146,7 @@ def _flow_env(brokers: LocalBrokers, history_dir: Path) -> dict[str, str]:
         "FLEET_TOPIC_PARTITIONS": "4",
         "FLEET_LAKE_DIR": str(history_dir.parent / "lake"),
         "FLEET_LAKE_ROLL_S": "5",
+        "FLEET_TIMEZONE": TIMEZONE,
     }
 
 
@@ -171,7 +186,7 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         env = _flow_env(brokers, history_dir)
         bridge = flows.enter_context(_flow("bridge", env, workdir))
         bridge.wait_for_event("mqtt_subscribed")
-        flows.enter_context(_flow("alerts", env, workdir))
+        flows.enter_context(_flow("alerts", {**env, "FLEET_SCORECARDS_OUT": "kafka"}, workdir))
         flows.enter_context(_flow("archive", env, workdir))
         receiver = EmailReceiver(DEMO_SECRET.encode(), verbose=True).start()
         flows.callback(receiver.stop)
@@ -191,8 +206,9 @@ def run(duration_s: float, rate: float, trucks: int, workdir: Path) -> int:
         _show_an_alert(tally)
         flows.close()  # the live flows stop; what the archive had not rolled yet is re-read below
         lake = _archive_then_backfill(env, workdir)
+        cards = _scorecards(brokers.kafka_brokers, env, workdir)
     drawn = _map(Path(env["FLEET_LAKE_DIR"]), workdir / "backfill-alerts.jsonl", workdir)
-    return _summary(expected, len(messages), published, tally, lake, emailed, drawn)
+    return _summary(expected, len(messages), published, tally, lake, cards, emailed, drawn)
 
 
 def _habits(fleet: RoadFleetSimulator) -> str:
@@ -267,8 +283,8 @@ def _wait_for_emails(receiver: EmailReceiver, alert_ids: set[str], timeout_s: fl
         time.sleep(0.2)
 
 
-def _bounded(name: str, env: dict[str, str], workdir: Path) -> None:
-    flow = FlowProcess(f"dataflows.{name}", env, workdir / f"{name}.log")
+def _bounded(name: str, env: dict[str, str], workdir: Path, log: str | None = None) -> None:
+    flow = FlowProcess(f"dataflows.{name}", env, workdir / f"{log or name}.log")
     if flow.run(timeout_s=300) != 0:
         raise RuntimeError(f"dataflows.{name} failed; see {flow.log_path}")
 
@@ -284,27 +300,119 @@ class LakeRun:
 
 def _archive_then_backfill(env: dict[str, str], workdir: Path) -> LakeRun:
     """Finish the lake (the archive resumes after its last complete roll and reads to the
-    end), archive fleet.alerts into its alerts/ (dataflows.archive_alerts, to the end),
-    then replay the lake's readings through dataflows.backfill."""
+    end); close the scorecards' days with a bounded alerts pass (see the module docstring);
+    archive fleet.alerts and fleet.scorecards into its alerts/ and scorecards/
+    (dataflows.archive_alerts, to the end); then replay the lake's readings through
+    dataflows.backfill, scorecards included."""
     print("\n  finishing the lake (dataflows.archive to the end of fleet.telemetry),")
-    print("  archiving fleet.alerts (dataflows.archive_alerts), then backfill")
-    _bounded("archive", {**env, "FLEET_KAFKA_TAIL": "false"}, workdir)
-    _bounded("archive_alerts", {**env, "FLEET_KAFKA_TAIL": "false"}, workdir)
+    print("  closing the scorecards' days (dataflows.alerts, bounded, scorecards to Kafka),")
+    print("  archiving fleet.alerts and fleet.scorecards (dataflows.archive_alerts), then backfill")
+    bounded = {**env, "FLEET_KAFKA_TAIL": "false"}
+    _bounded("archive", bounded, workdir)
+    replay = {"FLEET_TOPIC_ALERTS": REPLAY_ALERTS, "FLEET_TOPIC_LATE": REPLAY_LATE}
+    scorecards = {**bounded, **replay, "FLEET_SCORECARDS_OUT": "kafka"}
+    _bounded("alerts", scorecards, workdir, log="alerts-bounded")
+    _bounded("archive_alerts", bounded, workdir)
     out = workdir / "backfill-alerts.jsonl"
+    cards_out = workdir / "backfill-scorecards.jsonl"
     lake = env["FLEET_LAKE_DIR"]
-    _bounded(
-        "backfill", {**env, "FLEET_BACKFILL_INPUT": lake, "FLEET_ALERTS_OUT": str(out)}, workdir
-    )
+    backfill = {
+        **env,
+        "FLEET_BACKFILL_INPUT": lake,
+        "FLEET_ALERTS_OUT": str(out),
+        "FLEET_SCORECARDS_OUT": str(cards_out),
+    }
+    _bounded("backfill", backfill, workdir)
     files = sum(1 for _ in Path(lake).glob("date=*/*.parquet"))
     alert_files = len(list(alerts_root(Path(lake)).glob("date=*/*.parquet")))
-    print(f"  lake: {files} + {alert_files} (alerts/) Parquet files in {lake}")
-    print(f"  backfill alerts in {out}")
+    card_files = len(scorecard_files(Path(lake)))
+    print(
+        f"  lake: {files} + {alert_files} (alerts/) + {card_files} (scorecards/) Parquet files"
+        f" in {lake}"
+    )
+    print(f"  backfill alerts in {out}, scorecards in {cards_out}")
     archived = scan_alerts(Path(lake), deduplicate=False).select("alert_id").collect()
     return LakeRun(
         {json.loads(line)["alert_id"] for line in out.read_text().splitlines()},
         set(archived["alert_id"]),
         archived.height,
     )
+
+
+CardKey = tuple[str | None, str]  # (driver_id, day)
+Card = dict[str, Any]  # a scorecard as JSON: the wire's fields
+
+
+@dataclass(frozen=True)
+class ScorecardRun:
+    """The scorecards at the end of the run, each source's by (driver_id, day)."""
+
+    streamed: dict[CardKey, Card]  # fleet.scorecards
+    streamed_records: int
+    replayed: dict[CardKey, Card]  # the backfill's .jsonl
+    archived: dict[CardKey, Card]  # scan_scorecards over the lake
+    archived_records: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            bool(self.streamed)
+            and self.streamed == self.replayed
+            and self.streamed == self.archived
+            and self.archived_records == self.streamed_records
+        )
+
+
+def _by_key(documents: list[Card]) -> dict[CardKey, Card]:
+    return {(d["driver_id"], d["day"]): d for d in documents}
+
+
+def _scorecards(bootstrap: str, env: dict[str, str], workdir: Path) -> ScorecardRun:
+    """The scorecards of fleet.scorecards, of the backfill and of the lake's scorecards/."""
+    streamed = [json.loads(v) for v in read_to_end(bootstrap, SCORECARDS)]
+    replayed = [json.loads(line) for line in (workdir / "backfill-scorecards.jsonl").open()]
+    lake = Path(env["FLEET_LAKE_DIR"])
+    # As on the wire, to compare field for field.
+    archived = [
+        json.loads(encode_scorecard(c)) for c in scorecards_of(scan_scorecards(lake).collect())
+    ]
+    records = scan_scorecards(lake, deduplicate=False).select("day").collect().height
+    return ScorecardRun(
+        _by_key(streamed), len(streamed), _by_key(replayed), _by_key(archived), records
+    )
+
+
+def _same(label: str, ours: dict[CardKey, Card], theirs: dict[CardKey, Card]) -> str:
+    if ours == theirs:
+        return f"the same {label}, field for field"
+    differing = sum(ours.get(k) != theirs.get(k) for k in ours.keys() | theirs.keys())
+    return f"DIFFERENT: {differing} of {len(ours.keys() | theirs.keys())} differ"
+
+
+def _scorecard_table(cards: ScorecardRun) -> None:
+    """The drivers' days by safety score: the top 5 and the bottom 5."""
+    ranked = sorted(
+        (c for c in cards.streamed.values() if c["driver_id"] is not None),
+        key=lambda c: (-c["safety_score"], c["driver_id"], c["day"]),
+    )
+    if not ranked:
+        return
+    print(f"\n  driver scorecards by safety score ({TIMEZONE} days; {len(ranked)} with a driver)")
+    print(f"    {'':6} {'driver':<8} {'day':<10} {'score':>6} {'km':>7} {'readings':>8}  alerts")
+    shown = [("top", ranked[:5]), ("bottom", ranked[max(5, len(ranked) - 5) :])]
+    for label, rows in shown:
+        for n, card in enumerate(rows):
+            by_rule = sorted(card["alerts"].items(), key=lambda rule_n: -rule_n[1])
+            shown_rules = ", ".join(f"{rule} {n}" for rule, n in by_rule[:2])
+            more = f", +{len(by_rule) - 2} more" if len(by_rule) > 2 else ""
+            alerts = f"{sum(card['alerts'].values())}" + (
+                f" ({shown_rules}{more})" if by_rule else ""
+            )
+            print(
+                f"    {label if n == 0 else '':6} {card['driver_id']!s:<8} {card['day']!s:<10}"
+                f" {card['safety_score']:6.1f} {card['distance_km']:7.2f}"
+                f" {card['readings']!s:>8}  {alerts}"
+            )
 
 
 def _show_an_alert(tally: TopicTally) -> None:
@@ -319,6 +427,7 @@ def _summary(
     published: int,
     tally: TopicTally,
     lake: LakeRun,
+    cards: ScorecardRun,
     emailed: set[str],
     drawn: Path | None,
 ) -> int:
@@ -350,11 +459,23 @@ def _summary(
             f"{len(lake.replayed)} alerts, "
             f"{'the same' if lake.replayed == got_alerts else 'DIFFERENT'} ids",
         ),
+        (
+            "scorecards on fleet.scorecards",
+            f"{len(cards.streamed)} drivers' days ({cards.streamed_records} records; "
+            f"{sum(k[0] is None for k in cards.streamed)} of readings with no driver)",
+        ),
+        ("scorecards of the backfill", _same("as streamed", cards.replayed, cards.streamed)),
+        (
+            "scorecards archived",
+            f"{len(cards.archived)} ({cards.archived_records} records), "
+            + _same("as streamed", cards.archived, cards.streamed),
+        ),
         ("map of the run", str(drawn) if drawn else "NOT DRAWN"),
     ]
+    _scorecard_table(cards)
     print("\nsummary")
     for label, value in rows:
-        print(f"  {label:<28} {value}")
+        print(f"  {label:<30} {value}")
     ok = (
         not missing
         and tally.records[DLQ] >= expected.bad
@@ -364,10 +485,11 @@ def _summary(
         and lake.archived == got_alerts
         and lake.archived_records >= tally.records[ALERTS]
         and emailed == got_alerts
+        and cards.ok
         and drawn is not None
     )
     print(
-        "  result: every message accounted for, alerts as expected"
+        "  result: every message accounted for, alerts as expected, scorecards agree"
         if ok
         else "  result: MISMATCH (see above)"
     )

@@ -79,3 +79,35 @@ class TopicTally:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[bytes]:
+    """Every record value of ``topic`` from the beginning to its end as of now, in partition
+    order (for a topic nothing writes to any more); none if it does not exist."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "fleetwatch-demo", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in metadata.partitions
+        }
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        values: list[bytes] = []
+        positions = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + timeout_s
+        while any(positions[p] < ends[p] for p in ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s} s")
+            for message in consumer.consume(5_000, 0.2):
+                partition, value = message.partition(), message.value()
+                if message.error() is None and partition is not None:
+                    positions[partition] = (message.offset() or 0) + 1
+                    if value is not None:
+                        values.append(value)
+        return values
+    finally:
+        consumer.close()
