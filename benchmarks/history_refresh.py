@@ -8,12 +8,14 @@
     readings); a history of 3 drivers per truck in daily 8-hour shifts (assignments:
     3 per truck and day);
   * runs the refresh as a process, as the CronJob does, and reads its time (wall, start-up
-    included) and peak memory (the process's max RSS from ``os.wait4``);
+    included; and CPU, user + system, which the load of a shared machine changes least)
+    and peak memory (the process's max RSS from ``os.wait4``);
   * next to it, the baseline: a plain Polars lazy scan of the same files that does the
     least a refresh must (filter the window, mean speed and count per truck), also a
     process of its own, timed and measured alike. The ratio says what the refresh's extra
     work costs: deduplication, the event-time sort and pairs, the as-of join, the alerts,
-    loading and checking the history, the atomic write.
+    loading and checking the history, the atomic write. The refresh sorts the window's
+    readings in buckets of trucks (``BUCKET_ROWS``): memory is bounded by a bucket's.
 
 Writes ``history_refresh.json`` and ``history_refresh.md`` into ``--out`` (default
 build/bench).
@@ -168,8 +170,9 @@ print(out.height, int(out["len"].sum()))
 """
 
 
-def measured(argv: list[str]) -> tuple[float, float, str, str]:
-    """Run ``argv`` to its end: wall seconds, peak RSS in MiB (its own, from wait4), out, err."""
+def measured(argv: list[str]) -> tuple[float, float, float, str, str]:
+    """Run ``argv`` to its end: wall seconds, CPU seconds (user + system: what a shared
+    machine's other load changes least), peak RSS in MiB (its own, from wait4), out, err."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err)
@@ -181,7 +184,7 @@ def measured(argv: list[str]) -> tuple[float, float, str, str]:
         stdout, stderr = out.read().decode(), err.read().decode()
     if process.returncode != 0:
         raise RuntimeError(f"{argv[:4]} exited {process.returncode}:\n{stderr[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, stdout, stderr
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout, stderr
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -192,14 +195,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"trucks, {results['assignments']:,} assignments, {results['alerts']:,} alerts; "
             "each a process of its own, wall time with start-up, peak RSS)",
             "",
-            "| | seconds | rows/s | peak RSS MiB |",
-            "|---|---|---|---|",
+            "| | seconds | CPU seconds | rows/s | peak RSS MiB |",
+            "|---|---|---|---|---|",
             f"| `fleetwatch.history refresh` | {results['refresh_s']:.1f} "
-            f"| {rows / results['refresh_s']:,.0f} | {results['refresh_peak_rss_mib']:,.0f} |",
+            f"| {results['refresh_cpu_s']:.1f} | {rows / results['refresh_s']:,.0f} "
+            f"| {results['refresh_peak_rss_mib']:,.0f} |",
             f"| baseline: Polars scan, window filter, mean per truck | {results['baseline_s']:.1f} "
-            f"| {rows / results['baseline_s']:,.0f} | {results['baseline_peak_rss_mib']:,.0f} |",
+            f"| {results['baseline_cpu_s']:.1f} | {rows / results['baseline_s']:,.0f} "
+            f"| {results['baseline_peak_rss_mib']:,.0f} |",
             "",
-            f"Refresh / baseline: {results['ratio_refresh_time_over_baseline']:.1f}x the time, "
+            f"Refresh / baseline: {results['ratio_refresh_time_over_baseline']:.1f}x the time "
+            f"({results['ratio_refresh_cpu_over_baseline']:.1f}x the CPU), "
             f"{results['ratio_refresh_rss_over_baseline']:.1f}x the memory. The refresh read "
             f"{results['refresh_summary'].get('readings', 0):,} distinct readings in the window.",
             "",
@@ -214,10 +220,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rows", type=int, default=50_000_000)
     parser.add_argument("--trucks", type=int, default=2_000)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
-    parser.add_argument("--keep", type=Path, help="build the lake here and keep it")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"trucks": args.trucks}
-    with tempfile.TemporaryDirectory(prefix="fleetwatch-history-", dir=args.keep) as tmp:
+    with tempfile.TemporaryDirectory(prefix="fleetwatch-history-") as tmp:
         lake, history = Path(tmp) / "lake", Path(tmp) / "history"
         started = time.perf_counter()
         results["lake_rows"] = build_lake(lake, args.rows, args.trucks)
@@ -228,21 +233,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         files = sorted(str(p) for p in lake.glob("date=*/*.parquet"))
         print(f"built {results['lake_rows']:,} rows in {results['build_s']} s", flush=True)
 
-        base_s, base_rss, base_out, _ = measured([sys.executable, "-c", BASELINE, *files])
+        base_s, base_cpu, base_rss, base_out, _ = measured([sys.executable, "-c", BASELINE, *files])
         command = [sys.executable, "-m", "fleetwatch.history", "refresh", "--as-of", str(AS_OF)]
         command += ["--lake", str(lake), "--history", str(history)]
-        refresh_s, refresh_rss, _, err = measured(command)
+        refresh_s, refresh_cpu, refresh_rss, _, err = measured(command)
         summary: dict[str, Any] = next(
             (json.loads(line) for line in err.splitlines() if '"history_refreshed"' in line), {}
         )
         results.update(
             refresh_s=round(refresh_s, 2),
+            refresh_cpu_s=round(refresh_cpu, 1),
             refresh_peak_rss_mib=round(refresh_rss),
             refresh_summary=summary,
             baseline_s=round(base_s, 2),
+            baseline_cpu_s=round(base_cpu, 1),
             baseline_peak_rss_mib=round(base_rss),
             baseline_output=base_out.strip(),
             ratio_refresh_time_over_baseline=round(refresh_s / base_s, 2),
+            ratio_refresh_cpu_over_baseline=round(refresh_cpu / base_cpu, 2),
             ratio_refresh_rss_over_baseline=round(refresh_rss / base_rss, 2),
         )
     args.out.mkdir(parents=True, exist_ok=True)

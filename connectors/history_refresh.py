@@ -52,6 +52,8 @@ from runtime.redaction import redact_text
 # The columns the refresh writes; every other column of drivers.parquet is kept as it is.
 FIGURES = ("overspeed_events_90d", "avg_speed_kmh_90d", "km_driven_90d", "risk_tier")
 _READ_ERRORS = (Exception, PanicException)
+# Readings sorted at once (a bucket of trucks): about 1.3 GiB of memory at peak.
+BUCKET_ROWS = 10_000_000
 
 
 class RefreshError(RuntimeError):
@@ -145,17 +147,23 @@ def _haversine_km(lat1: pl.Expr, lon1: pl.Expr, lat2: pl.Expr, lon2: pl.Expr) ->
     return 2 * EARTH_RADIUS_KM * a.clip(upper_bound=1.0).sqrt().arcsin()
 
 
-def _readings(files: list[Path], window: Window) -> pl.LazyFrame:
-    """The window's distinct valid readings with ``km`` (their pair's distance, 0 without
-    a pair), in truck then event-time order."""
+def _in_bucket(bucket: int, buckets: int) -> pl.Expr:
+    return pl.col("truck_id").hash(seed=0) % buckets == bucket
+
+
+def _readings(files: list[Path], window: Window, bucket: int, buckets: int) -> pl.LazyFrame:
+    """The window's distinct valid readings of the trucks in ``bucket`` with ``km`` (their
+    pair's distance, 0 without a pair), in truck then event-time order."""
     ts = pl.col("ts_ms")
     truck, lat, lon = pl.col("truck_id"), pl.col("lat"), pl.col("lon")
     # A reading up to PAIR_MAX_MS before the window can be the first of a pair whose second
     # reading, and so the pair, is in it.
     first = window.start_ms - PAIR_MAX_MS
+    scanned = scan_readings(files)
+    if buckets > 1:  # first: the checks below then run on this bucket's rows only
+        scanned = scanned.filter(_in_bucket(bucket, buckets))
     valid = (
-        scan_readings(files)
-        .filter(row_problem().is_null())
+        scanned.filter(row_problem().is_null())
         .select(
             "truck_id",
             "event_id",
@@ -195,22 +203,21 @@ def _overspeed_alerts(lake_dir: Path, window: Window) -> pl.LazyFrame:
     )
 
 
-def driver_stats(lake_dir: Path, index: HistoryIndex, window: Window) -> DriverStats:
-    """Each driver's figures over ``window`` from the lake in ``lake_dir``. Raises
-    ``RefreshError`` when the window has no readings, or naming the file that cannot be read."""
-    files = lake_files(lake_dir, *window.utc_dates(PAIR_MAX_MS))
-    if not files:
-        raise RefreshError(
-            f"{lake_dir}: no readings files for {window.first_day}..{window.last_day}: "
-            "nothing to refresh (is it the lake FLEET_LAKE_DIR names?)"
-        )
+def _bucket_stats(
+    files: list[Path], segments: pl.DataFrame, window: Window, bucket: int, buckets: int
+) -> pl.LazyFrame:
+    """Per driver (null: no driver) of one bucket's trucks: readings, moving readings and
+    the sum of their speeds, km."""
     speed = pl.col("speed_kmh")
-    segments = segments_frame(index).lazy()
-    attributed = (
-        _readings(files, window)
+    moving = speed > DRIVING_KMH
+    drivers = segments.lazy()
+    if buckets > 1:
+        drivers = drivers.filter(_in_bucket(bucket, buckets))
+    return (
+        _readings(files, window, bucket, buckets)
         # Sorted by truck then ts on both sides (Polars cannot check that within groups).
         .join_asof(
-            segments,
+            drivers,
             left_on="ts_ms",
             right_on="start_ms",
             by="truck_id",
@@ -220,10 +227,28 @@ def driver_stats(lake_dir: Path, index: HistoryIndex, window: Window) -> DriverS
         .group_by("driver_id")
         .agg(
             pl.len().alias("readings"),
-            speed.filter(speed > DRIVING_KMH).mean().alias("avg_speed_kmh_90d"),
+            moving.sum().cast(pl.Int64).alias("moving"),
+            speed.filter(moving).sum().alias("moving_kmh"),
             pl.col("km").sum().alias("km_driven_90d"),
         )
     )
+
+
+def driver_stats(
+    lake_dir: Path, index: HistoryIndex, window: Window, bucket_rows: int = BUCKET_ROWS
+) -> DriverStats:
+    """Each driver's figures over ``window`` from the lake in ``lake_dir``. Raises
+    ``RefreshError`` when the window has no readings, or naming the file that cannot be read.
+
+    The trucks are split into buckets of about ``bucket_rows`` rows (by a hash of truck_id),
+    done one after the other: a truck's pairs and drivers depend on its readings alone, and
+    the sort of a bucket, not of the whole window, is what the memory must hold."""
+    files = lake_files(lake_dir, *window.utc_dates(PAIR_MAX_MS))
+    if not files:
+        raise RefreshError(
+            f"{lake_dir}: no readings files for {window.first_day}..{window.last_day}: "
+            "nothing to refresh (is it the lake FLEET_LAKE_DIR names?)"
+        )
     alerts = _overspeed_alerts(lake_dir, window)
     overspeed = (
         alerts.filter(pl.col("overspeed") & pl.col("driver_id").is_not_null())
@@ -231,11 +256,29 @@ def driver_stats(lake_dir: Path, index: HistoryIndex, window: Window) -> DriverS
         .len("events")
     )
     try:
-        rows_read = pl.scan_parquet(files, hive_partitioning=False).select(pl.len())
-        frames = pl.collect_all([attributed, overspeed, alerts.select(pl.len()), rows_read])
+        # From the files' metadata: no data read.
+        rows_read = int(
+            pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect().item()
+        )
+        buckets = max(1, -(-rows_read // bucket_rows))
+        segments = segments_frame(index)
+        parts = [
+            _bucket_stats(files, segments, window, bucket, buckets).collect()
+            for bucket in range(buckets)
+        ]
+        events, alert_count = pl.collect_all([overspeed, alerts.select(pl.len())])
     except (BackfillInputError, *_READ_ERRORS) as exc:
         raise RefreshError(_unreadable(files, lake_dir, exc)) from exc
-    readings, events, alert_count, read = frames
+    readings = (
+        pl.concat(parts)
+        .group_by("driver_id")
+        .agg(pl.col("readings", "moving", "moving_kmh", "km_driven_90d").sum())
+        .with_columns(
+            pl.when(pl.col("moving") > 0)
+            .then(pl.col("moving_kmh") / pl.col("moving"))
+            .alias("avg_speed_kmh_90d")
+        )
+    )
     if readings.is_empty():
         raise RefreshError(
             f"{lake_dir}: no valid readings from {window.first_day} to {window.last_day} in "
@@ -257,7 +300,7 @@ def driver_stats(lake_dir: Path, index: HistoryIndex, window: Window) -> DriverS
     return DriverStats(
         by_driver=by_driver,
         files=len(files) + len(alert_files(lake_dir)),
-        rows_read=int(read.item()),
+        rows_read=rows_read,
         readings=int(readings["readings"].sum()),
         unattributed=int(unattributed["readings"].sum()),
         alerts=int(alert_count.item()),
