@@ -5,6 +5,7 @@ replace, and the flows' store picking the new file up."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -603,3 +604,15 @@ def test_the_history_is_ninety_days_of_the_reference_scorecards(tmp_path: Path, 
             assert row["avg_speed_kmh_90d"] == pytest.approx(statistics.fmean(moving), rel=1e-12)
         else:
             assert row["avg_speed_kmh_90d"] is None
+
+
+def test_the_performance_page_shows_the_committed_refresh_figures() -> None:
+    from benchmarks.history_refresh import markdown
+
+    results_dir = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    results = json.loads((results_dir / "history_refresh.json").read_text())
+    assert results["lake_rows"] >= 50_000_000  # the issue's size, not a quick run
+    shown = (results_dir / "history_refresh.md").read_text()
+    assert markdown(results) == shown
+    page = (results_dir.parents[1] / "docs" / "performance.md").read_text()
+    assert shown.strip() in page
