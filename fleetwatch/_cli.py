@@ -1,8 +1,10 @@
 """What the operator commands of ``fleetwatch`` share: the two errors they report, stderr,
-the driver history as the flows load it, and the backfill replayed in this process.
+the lake directory and the driver history as the flows find them, and the backfill replayed
+in this process.
 
-``fleetwatch.whatif``, ``fleetwatch.map`` and ``fleetwatch.explain`` use these, so a lake,
-a catalogue or a history is read, replayed and reported on alike by each of them.
+``fleetwatch.whatif``, ``fleetwatch.map``, ``fleetwatch.explain`` and ``fleetwatch.report``
+use these, so a lake, a catalogue or a history is read, replayed and reported on alike by
+each of them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ def root_cause(error: BaseException) -> str:
     while error.__cause__ is not None:
         error = error.__cause__
     return f"{type(error).__name__}: {error}"
+
+
+def lake_dir(option: Path | None, settings: Settings, command: str) -> Path:
+    """``--lake DIR``, else FLEET_LAKE_DIR; neither, or not a directory, is a ``UsageError``."""
+    lake = option if option is not None else settings.lake.dir
+    if lake is None:
+        raise UsageError(f"{command}: no lake: give --lake DIR or set FLEET_LAKE_DIR")
+    if not lake.is_dir():
+        raise UsageError(f"{command}: --lake {lake}: not a directory")
+    return lake
 
 
 def load_history(directory: Path | None, settings: Settings, command: str) -> HistoryIndex:
