@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,7 @@ from connectors.history_refresh import (
     write_drivers_postgres,
 )
 from domain.history import DRIVER_COLUMNS, HistoryIndex
+from runtime.clock import utc_now
 from runtime.logs import configure_logging
 from runtime.settings import SAMPLE_HISTORY_DIR, Settings, SettingsError
 
@@ -78,10 +79,6 @@ class Target:
 
     def __str__(self) -> str:
         return str(self.directory) if self.directory is not None else "postgresql"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _day(text: str) -> date:
