@@ -108,7 +108,8 @@ class EmailApi:
         try:
             if not ALERT_ID.fullmatch(message_id):  # ours: 32 hex chars
                 raise ValueError(f"digest_id {message_id[:64]!r} is not a header-safe token")
-            document = digest_json(digest, render_digest(digest, self._zone))
+            email = render_digest(digest, self._zone, self._routes.report_url)
+            document = digest_json(digest, email)
             body = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
         except Exception as exc:
             return Delivery(

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 
 from domain.alerts import Alert, decode_alert
-from domain.digest_periods import Period, Schedule, digest_id
+from domain.digest_periods import Every, Period, Schedule, digest_id
 from domain.notifications import NO_DRIVER, Email, driver_label, one_line, story
 from domain.readings import Rejection
 from domain.timestamps import from_epoch_ms, parse_rfc3339_ms
@@ -193,12 +193,24 @@ def _alert_line(alert: Alert, period: Period, zone: tzinfo) -> str:
     )
 
 
-def render_digest(digest: Digest, zone: tzinfo) -> Email:
-    """The digest's e-mail: counts by rule at the top, then the alerts grouped by driver
-    (most alerts first; no driver last), each with its local time, title, truck, speed and
-    limit, and road or zone where the details have one. Every value goes through
-    ``one_line`` and the HTML is escaped. A record that no longer decodes is left out of
-    the list (it is still counted)."""
+def report_link(digest: Digest, zone: tzinfo, template: str | None) -> tuple[date, str] | None:
+    """The daily report a daily digest links: that of the last local day that has ended when
+    the period ends (the day before the period's end: a ``daily`` digest's own day, and for
+    ``{"daily": "07:00"}`` the day whose night it closes), with its address from
+    ``template`` (``{day}`` -> YYYY-MM-DD). None for other schedules or no template."""
+    if template is None or digest.schedule.every is not Every.DAILY:
+        return None
+    day = _local(digest.period.end_ms, zone).date() - timedelta(days=1)
+    return day, template.replace("{day}", day.isoformat())
+
+
+def render_digest(digest: Digest, zone: tzinfo, report_url: str | None = None) -> Email:
+    """The digest's e-mail: counts by rule at the top (and, for a daily digest with a
+    ``report_url`` template, a link to the day's report: ``report_link``), then the alerts
+    grouped by driver (most alerts first; no driver last), each with its local time, title,
+    truck, speed and limit, and road or zone where the details have one. Every value goes
+    through ``one_line`` and the HTML is escaped. A record that no longer decodes is left out
+    of the list (it is still counted)."""
     groups: dict[str, list[tuple[int, Alert]]] = {}
     for _, raw in digest.raws:
         alert = decode_alert(raw, zone)
@@ -218,6 +230,14 @@ def render_digest(digest: Digest, zone: tzinfo) -> Email:
     title = f"{_alerts(total)}, {when} ({zone_name}), {digest.schedule.name} digest"
     text = [title, f"By rule: {by_rule}"]
     body_html = [f"<h2>{html.escape(title)}</h2><p>By rule: {html.escape(by_rule)}</p>"]
+    link = report_link(digest, zone, report_url)
+    if link is not None:
+        day, url = link
+        text.append(f"The day's report, {day.isoformat()}: {url}")
+        body_html.append(
+            f'<p>The day\'s report, {day.isoformat()}: <a href="{html.escape(url)}">'
+            f"{html.escape(url)}</a></p>"
+        )
     listed = sum(len(alerts) for alerts in groups.values())
     for label in order:
         alerts = sorted(groups[label], key=lambda item: item[0])

@@ -74,6 +74,26 @@ MAX_DIGEST_GRACE_S = 86_400
 _ROUTE_KEYS = frozenset({"to", "digest", "critical"})
 
 
+MAX_URL_CHARS = 2000
+_REPORT_URL = re.compile(r"https?://[^\s{}\x00-\x1f\x7f]+", re.ASCII)
+
+
+def report_url_template(value: object) -> str | None:
+    """The routes file's ``report_url``: an http(s) URL with ``{day}`` where the report's
+    day goes (``https://reports.example/fleetwatch/{day}.html``), or absent. Anything else,
+    other braces or white space in it, is a ValueError."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+        raise ValueError(f"report_url must be a URL of at most {MAX_URL_CHARS} characters")
+    if value.count("{day}") != 1 or not _REPORT_URL.fullmatch(value.replace("{day}", "D")):
+        raise ValueError(
+            'report_url must be an http(s) URL with "{day}" once and no other braces or '
+            f"white space, not {value[:100]!r}"
+        )
+    return value
+
+
 def _route(
     where: str, value: object, extra: frozenset[str] = frozenset()
 ) -> tuple[tuple[str, ...], Mode]:
@@ -118,6 +138,9 @@ class Routes:
     modes: Mapping[str, Mode] = field(default_factory=dict)
     # How long after its period's end a digest waits for the period's last alerts.
     digest_grace_s: float = DIGEST_GRACE_S
+    # The daily report's address, ``{day}`` for its local day (YYYY-MM-DD): daily digests
+    # link it (domain/digests.py, ``report_link``).
+    report_url: str | None = None
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> Routes:
@@ -125,7 +148,8 @@ class Routes:
         severity to routes), ``rules`` (a map from rule id to routes), ``groups``
         (``[{"trucks": "T00*", "to": [..]}]``, each a route too). A route is a list of
         addresses (at once) or ``{"to": [..], "digest": .., "critical": ..}``
-        (domain/digest_periods.py); ``digest_grace_s`` (0 to a day, default 60). A severity
+        (domain/digest_periods.py); ``digest_grace_s`` (0 to a day, default 60);
+        ``report_url`` (``report_url_template``). A severity
         that is not ``warning`` or ``critical``, a rule id that is not 1-64 chars of
         ``[a-z0-9_]``, an unknown key of a route, a bad period or time is a ValueError, not
         a route that never matches."""
@@ -162,7 +186,8 @@ class Routes:
             raise ValueError("digest_grace_s must be a number of seconds")
         if not 0 <= grace <= MAX_DIGEST_GRACE_S:
             raise ValueError(f"digest_grace_s must be 0 to {MAX_DIGEST_GRACE_S}, not {grace}")
-        return cls(default, by_severity, tuple(groups), by_rule, modes, float(grace))
+        report_url = report_url_template(document.get("report_url"))
+        return cls(default, by_severity, tuple(groups), by_rule, modes, float(grace), report_url)
 
     def _routed(self, alert: Alert) -> list[tuple[str, tuple[str, ...]]]:
         """The routes that take ``alert``, by name, in order."""

@@ -18,11 +18,12 @@ from bytewax.testing import TestingSink, TestingSource, TimeTestingGetter, run_m
 from msgspec.structs import replace
 
 import domain.digests
-from connectors.email_api import Delivery
+from connectors.email_api import Delivery, EmailApi
 from connectors.kafka import OutboundRecord
 from connectors.kafka_source import Fetch
 from dataflows import notify
 from dataflows.digests import DigestStep
+from devtools.email_receiver import EmailReceiver
 from domain.alerts import Alert, AlertDriver, Severity, encode_alert
 from domain.digest_periods import Every, Period, Schedule, digest_id
 from domain.digests import Digest, DigestBook, DigestEntry, period_text, render_digest
@@ -562,3 +563,92 @@ def test_the_routes_examples_of_the_docs_parse() -> None:
     parsed = [Routes.parse(json.loads(block)) for block in blocks]
     assert len(parsed) == 2
     assert parsed[1].modes["groups[0]"] == Mode(HOURLY, critical_too=True)
+
+
+# --- The daily report's link (routes file's report_url) -------------------------------------
+
+REPORT_URL = "https://reports.example/fleetwatch/{day}.html?from=digest&a=1"
+
+
+def linked_digest(schedule: Schedule, period: Period) -> Digest:
+    a = alert(1, period.start_ms + 60_000)
+    return Digest("e" * 32, "ops@x", schedule, period, ((a.alert_id, encode_alert(a)),), {"r": 1})
+
+
+@pytest.mark.parametrize(
+    ("schedule", "period", "day"),
+    [
+        # daily: the period is the day itself
+        (Schedule(Every.DAILY), Period(at(2026, 12, 1, 0, 0), at(2026, 12, 2, 0, 0)), "2026-12-01"),
+        # daily at 07:00: the day whose night the period closes (over by the time it is sent)
+        (DAILY_7, Period(at(2026, 12, 1, 7, 0), at(2026, 12, 2, 7, 0)), "2026-12-01"),
+        # across the fall-back night: 25 hours, the same rule
+        (DAILY_7, Period(at(2026, 10, 24, 7, 0), at(2026, 10, 25, 7, 0)), "2026-10-24"),
+    ],
+)
+def test_a_daily_digest_links_the_report_of_its_day(
+    schedule: Schedule, period: Period, day: str
+) -> None:
+    email = render_digest(linked_digest(schedule, period), HELSINKI, REPORT_URL)
+    url = f"https://reports.example/fleetwatch/{day}.html?from=digest&a=1"
+    assert f"The day's report, {day}: {url}" in email.text.splitlines()
+    escaped = url.replace("&", "&amp;")
+    assert f'<p>The day\'s report, {day}: <a href="{escaped}">{escaped}</a></p>' in email.html
+
+
+@pytest.mark.parametrize(
+    ("schedule", "template"),
+    [(HOURLY, REPORT_URL), (Schedule(Every.SECONDS, seconds=30), REPORT_URL), (DAILY_7, None)],
+)
+def test_no_link_for_other_digests_or_without_a_template(
+    schedule: Schedule, template: str | None
+) -> None:
+    period = Period(at(2026, 12, 1, 7, 0), at(2026, 12, 2, 7, 0))
+    email = render_digest(linked_digest(schedule, period), HELSINKI, template)
+    assert "report" not in email.text
+    assert "<a " not in email.html
+
+
+def test_routes_take_a_report_url_template() -> None:
+    assert Routes.parse({"default": ["a"]}).report_url is None
+    routes = Routes.parse({"default": ["a"], "report_url": REPORT_URL})
+    assert routes.report_url == REPORT_URL
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://reports.example/latest.html",  # no {day}
+        "https://reports.example/{day}/{day}.html",
+        "ftp://reports.example/{day}.html",
+        "javascript:alert(1)//{day}",
+        "https://reports.example/{day}.html\nBcc: x@y",
+        "https://reports.example/{ day }.html",
+        "https://reports.example/{day}-{month}.html",
+        "https://reports.example/" + "x" * 2000 + "{day}",
+        42,
+        ["https://reports.example/{day}.html"],
+    ],
+)
+def test_routes_refuse_a_bad_report_url(value: object) -> None:
+    with pytest.raises(ValueError, match="report_url must be"):
+        Routes.parse({"default": ["a"], "report_url": value})
+
+
+def test_the_e_mail_api_sends_the_link_in_the_digest() -> None:
+    secret = b"0123456789abcdef0123456789abcdef"
+    receiver = EmailReceiver(secret).start()
+    try:
+        routes = Routes.parse(
+            {"default": {"to": ["ops@x"], "digest": "daily"}, "report_url": REPORT_URL}
+        )
+        api = EmailApi(receiver.url, secret, routes, HELSINKI, timeout_s=5)
+        digest = linked_digest(
+            Schedule(Every.DAILY), Period(at(2026, 12, 3, 0, 0), at(2026, 12, 4, 0, 0))
+        )
+        delivery = api.deliver_digest(digest)
+    finally:
+        receiver.stop()
+    assert delivery.verdict is Verdict.DELIVERED, delivery.detail
+    sent = receiver.emails[digest.digest_id]
+    assert "https://reports.example/fleetwatch/2026-12-03.html?from=digest&a=1" in sent["text"]
