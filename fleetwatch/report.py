@@ -1,7 +1,7 @@
 """``python -m fleetwatch.report``: the fleet's day as one self-contained HTML page.
 
-    python -m fleetwatch.report --day YYYY-MM-DD [--lake DIR] [--out FILE.html] [--days 30]
-        [--history DIR] [--top N] [--min-km KM]
+    python -m fleetwatch.report --day YYYY-MM-DD|yesterday|today [--lake DIR]
+        [--out FILE.html] [--days 30] [--history DIR] [--top N] [--min-km KM]
 
 Reads the lake (``--lake``, default FLEET_LAKE_DIR): the archived scorecards
 (``connectors.scorecard_lake.scan_scorecards``, one per driver and local day) of the
@@ -11,7 +11,9 @@ calendar: their ``day`` is already that local day), and the telemetry of that da
 number of trucks. Drivers' names come from the driver history (``--history``, else
 FLEET_HISTORY_DSN / FLEET_HISTORY_DIR), else from the alerts' ``driver``, else the id.
 
-The page (``--out``, default ``report-DAY.html``), in this order:
+``yesterday`` and ``today`` are days in FLEET_TIMEZONE, for a schedule (k8s/base/report.yaml).
+The page (``--out``, ``{day}`` standing for the day; default ``report-{day}.html``; written
+atomically), in this order:
 
 - the day's summary: drivers, trucks, readings, km, driving hours, alerts by severity;
 - the top drivers by safety score, ``--top`` best and ``--top`` worst (no one in both), of
@@ -66,6 +68,7 @@ EXIT_USAGE = 2
 DEFAULT_DAYS = 30
 DEFAULT_TOP = 5
 DEFAULT_MIN_KM = 25.0
+DEFAULT_OUT = "report-{day}.html"
 DPI = 100
 CHART_WIDTH_PX = 800
 BEST_COLOUR = "#2ca02c"
@@ -152,7 +155,7 @@ def count_trucks(lake: Path, day: date, zone: ZoneInfo) -> int | None:
             .select("truck_id", "ts")
             .filter(local_day == day)
             .select(pl.col("truck_id").n_unique())
-            .collect()
+            .collect(engine="streaming")  # a day of telemetry: not all in memory at once
             .item()
         )
     except Exception as error:  # Polars raises many kinds for unreadable input
@@ -646,11 +649,25 @@ def render(
 # -- the command ---------------------------------------------------------------------------
 
 
-def parse_day(text: str) -> date:
+RELATIVE_DAYS = {"today": 0, "yesterday": 1}
+
+
+def parse_day(text: str) -> date | str:
+    """YYYY-MM-DD, or ``today`` / ``yesterday`` (resolved in FLEET_TIMEZONE when run)."""
+    if text in RELATIVE_DAYS:
+        return text
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a day as YYYY-MM-DD") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a day as YYYY-MM-DD, today or yesterday"
+        ) from None
+
+
+def the_day(value: date | str, zone: ZoneInfo, now: datetime) -> date:
+    if isinstance(value, date):
+        return value
+    return now.astimezone(zone).date() - timedelta(days=RELATIVE_DAYS[value])
 
 
 def _positive_int(limit: int) -> Callable[[str], int]:
@@ -681,12 +698,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m fleetwatch.report",
         description="The fleet's day as one self-contained HTML page with charts.",
     )
-    parser.add_argument("--day", type=parse_day, required=True, help="YYYY-MM-DD, a local day")
+    parser.add_argument(
+        "--day",
+        type=parse_day,
+        required=True,
+        help="YYYY-MM-DD, today or yesterday: a local day (FLEET_TIMEZONE)",
+    )
     parser.add_argument(
         "--lake", type=Path, metavar="DIR", help="the lake directory (default FLEET_LAKE_DIR)"
     )
     parser.add_argument(
-        "--out", type=Path, metavar="FILE.html", help="the page (default report-DAY.html)"
+        "--out",
+        metavar="FILE.html",
+        help="the page, {day} standing for the day (default report-{day}.html)",
     )
     parser.add_argument(
         "--days",
@@ -716,11 +740,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_day(args: argparse.Namespace, settings: Settings) -> DayData:
+def read_day(args: argparse.Namespace, settings: Settings, now: datetime) -> DayData:
     lake = lake_dir(args.lake, settings, "report")
     zone = ZoneInfo(settings.scorecards.timezone)
     history = load_history(args.history, settings, "report")
-    day: date = args.day
+    day = the_day(args.day, zone, now)
     first_day = day - timedelta(days=args.days - 1)
     cards = read_cards(lake, first_day, day)
     alerts = read_alerts(lake, day, zone)
@@ -738,9 +762,10 @@ def read_day(args: argparse.Namespace, settings: Settings) -> DayData:
 def run(
     args: argparse.Namespace, settings: Settings, now: Callable[[], datetime]
 ) -> tuple[Path, Page]:
-    data = read_day(args, settings)
-    page = render(data, top=args.top, min_km=args.min_km, generated_at=now())
-    out: Path = args.out if args.out is not None else Path(f"report-{data.day}.html")
+    started_at = now()
+    data = read_day(args, settings, started_at)
+    page = render(data, top=args.top, min_km=args.min_km, generated_at=started_at)
+    out = Path((args.out or DEFAULT_OUT).replace("{day}", data.day.isoformat()))
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text(page.html, encoding="utf-8")
@@ -771,7 +796,7 @@ def main(
         err(f"report: {error}")
         return EXIT_FAILED
     except OSError as error:
-        err(f"report: cannot write {args.out}: {error}")
+        err(f"report: cannot write the page: {error}")
         return EXIT_FAILED
     s = page.summary
     err(

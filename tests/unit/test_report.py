@@ -426,7 +426,7 @@ def test_bad_settings_are_exit_2(
     [
         [],
         ["--day", "2026-13-01"],
-        ["--day", "yesterday"],
+        ["--day", "tomorrow"],
         ["--day", "2026-12-04", "--days", "0"],
         ["--day", "2026-12-04", "--top", "x"],
         ["--day", "2026-12-04", "--min-km", "-1"],
@@ -450,3 +450,19 @@ def test_a_lake_with_unreadable_scorecards_is_exit_1(
     code = report(run, "--day", "2026-12-04", "--lake", str(lake))
     assert code == EXIT_FAILED
     assert "cannot read the scorecards" in capsys.readouterr().err
+
+
+def test_yesterday_is_the_local_day_before_now_and_out_takes_the_day(
+    run: ReportLake, tmp_path: Path
+) -> None:
+    """At 00:30 in Helsinki (22:30 UTC the day before), yesterday is the local day before:
+    what the CronJob (k8s/base/report.yaml) asks for."""
+    now = datetime(2026, 12, 4, 22, 30, tzinfo=UTC)  # 5 Dec 00:30 in Helsinki
+    out = str(tmp_path / "reports" / "{day}.html")
+    assert report(run, "--day", "yesterday", "--out", out, now=now) == EXIT_OK
+    assert (tmp_path / "reports" / "2026-12-04.html").exists()
+    assert report(run, "--day", "today", "--out", out, now=now) == EXIT_OK
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "2026-12-04.html",
+        "2026-12-05.html",
+    ]
