@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n== alerts flow (1 and 2 processes) vs a plain confluent-kafka loop")
     alerts.main(["--readings", "200000"] if quick else [])
     results["alerts"] = json.loads((BUILD / "alerts.json").read_text())
-    print("\n== rule catalogue: 10 rules vs the built-in two, stream and backfill")
+    print("\n== rule catalogue: built-in, 10 rules, 10 rules + posted limits; stream, backfill")
     results["catalogue"] = catalogue.main(["--out", str(args.out), *(["--quick"] if quick else [])])
     print("\n== road index: matching in batches vs a query per reading, start-up, memory")
     flow_rate = results["alerts"]["alerts flow, 1 process"]["readings_per_s"]

@@ -108,10 +108,19 @@ def _catalogue_rows(catalogue: dict[str, Any] | None) -> list[str]:
         f"{_n(stream['alerts flow, 10-rule catalogue']['per_s'])}/s | alerts flow, built-in "
         f"(same run) | {_n(stream['alerts flow, built-in']['per_s'])}/s "
         f"| {ratios['stream_catalogue_over_builtin']:.2f}x |",
+        f"| alerts flow, posted-limit catalogue (10 rules + 3 tiers, roads) | "
+        f"{_n(stream['alerts flow, posted-limit catalogue']['per_s'])}/s | alerts flow, "
+        f"10-rule catalogue (no roads) | {_n(stream['alerts flow, 10-rule catalogue']['per_s'])}/s "
+        f"| {ratios['stream_posted_over_catalogue']:.2f}x |",
         f"| backfill, 10-rule catalogue | "
         f"{_n(backfill['backfill, 10-rule catalogue']['per_s'])} rows/s | backfill, built-in "
         f"| {_n(backfill['backfill, built-in']['per_s'])} rows/s "
         f"| {ratios['backfill_catalogue_over_builtin']:.2f}x |",
+        f"| backfill, posted-limit catalogue (10 rules + 3 tiers, roads) | "
+        f"{_n(backfill['backfill, posted-limit catalogue']['per_s'])} rows/s | backfill, "
+        f"10-rule catalogue (no roads) "
+        f"| {_n(backfill['backfill, 10-rule catalogue']['per_s'])} rows/s "
+        f"| {ratios['backfill_posted_over_catalogue']:.2f}x |",
     ]
 
 
@@ -136,7 +145,10 @@ def catalogue_markdown(results: dict[str, Any]) -> str:
     before, after = results["load_before"], results["load_after"]
     plain = stream["plain loop"]
     builtin, ten = stream["alerts flow, built-in"], stream["alerts flow, 10-rule catalogue"]
+    posted = stream["alerts flow, posted-limit catalogue"]
     b_builtin, b_ten = backfill["backfill, built-in"], backfill["backfill, 10-rule catalogue"]
+    b_posted = backfill["backfill, posted-limit catalogue"]
+    where, roads = results["positions"], results["roads"]
 
     def runs(row: dict[str, Any]) -> str:
         return " / ".join(f"{s:.2f}" for s in row["runs_s"])
@@ -154,6 +166,13 @@ def catalogue_markdown(results: dict[str, Any]) -> str:
         f"{results['second_version_from']}; best of {results['rounds']} alternating runs, "
         "start-up included)",
         "",
+        f"Positions of the stream's readings: {_pct(where['on_a_road'])} within 20 m of a road "
+        f"of {roads['extract']} ({_n(roads['ways'])} ways), {_pct(where['on_a_road_with_a_limit'])}"
+        f" on one with a limit; {_pct(where['in Helsinki centre'])} in the zone Helsinki centre, "
+        f"{_pct(where['in West Harbour'])} in West Harbour. The 10-rule catalogue runs with "
+        "`FLEET_ROADS=none`; the posted-limit catalogue (the same 10 rules and the sample's "
+        "three posted-limit tiers) with the roads, from a warm `FLEET_ROADS_CACHE`.",
+        "",
         "| contender | rate | baseline | baseline rate | ratio | alerts | runs (s) |",
         "|---|---|---|---|---|---|---|",
         f"| alerts flow, built-in | {_n(builtin['per_s'])}/s | plain consume→decode→rules loop "
@@ -162,21 +181,34 @@ def catalogue_markdown(results: dict[str, Any]) -> str:
         f"| alerts flow, 10-rule catalogue | {_n(ten['per_s'])}/s | alerts flow, built-in "
         f"| {_n(builtin['per_s'])}/s | {ratios['stream_catalogue_over_builtin']:.2f}x "
         f"| {_n(ten['alerts'])} | {runs(ten)} vs {runs(builtin)} |",
+        f"| alerts flow, posted-limit catalogue | {_n(posted['per_s'])}/s | alerts flow, "
+        f"10-rule catalogue | {_n(ten['per_s'])}/s | "
+        f"**{ratios['stream_posted_over_catalogue']:.2f}x** | {_n(posted['alerts'])} "
+        f"| {runs(posted)} vs {runs(ten)} |",
         f"| backfill, 10-rule catalogue | {_n(b_ten['per_s'])} rows/s | backfill, built-in "
         f"| {_n(b_builtin['per_s'])} rows/s | {ratios['backfill_catalogue_over_builtin']:.2f}x "
         f"| {_n(b_ten['alerts'])} vs {_n(b_builtin['alerts'])} | {runs(b_ten)} vs "
         f"{runs(b_builtin)} |",
+        f"| backfill, posted-limit catalogue | {_n(b_posted['per_s'])} rows/s | backfill, "
+        f"10-rule catalogue | {_n(b_ten['per_s'])} rows/s "
+        f"| **{ratios['backfill_posted_over_catalogue']:.2f}x** | {_n(b_posted['alerts'])} "
+        f"| {runs(b_posted)} vs {runs(b_ten)} |",
         "",
-        "| 10-rule catalogue: alerts by rule | stream | backfill |",
+        "| posted-limit catalogue: alerts by rule (its 10 rules' are the 10-rule catalogue's) "
+        "| stream | backfill |",
         "|---|---|---|",
     ]
-    rules = sorted(set(ten["alerts_by_rule"]) | set(b_ten["alerts_by_rule"]))
+    rules = sorted(set(posted["alerts_by_rule"]) | set(b_posted["alerts_by_rule"]))
     for rule in rules:
         lines.append(
-            f"| {rule} | {_n(ten['alerts_by_rule'].get(rule, 0))} "
-            f"| {_n(b_ten['alerts_by_rule'].get(rule, 0))} |"
+            f"| {rule} | {_n(posted['alerts_by_rule'].get(rule, 0))} "
+            f"| {_n(b_posted['alerts_by_rule'].get(rule, 0))} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.1f} %"
 
 
 def roads_markdown(results: dict[str, Any]) -> str:

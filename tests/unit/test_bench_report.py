@@ -51,16 +51,52 @@ def test_the_throughput_table_has_the_catalogue_rows_when_the_run_had_them() -> 
         if "10-rule catalogue" in line
     ]
     stream, backfill = catalogue["stream"], catalogue["backfill"]
+    ten, posted = (
+        stream["alerts flow, 10-rule catalogue"],
+        stream["alerts flow, posted-limit catalogue"],
+    )
+    b_ten, b_posted = (
+        backfill["backfill, 10-rule catalogue"],
+        backfill["backfill, posted-limit catalogue"],
+    )
+    ratios = catalogue["ratios"]
     assert rows == [
-        f"| alerts flow, 10-rule catalogue "
-        f"| {stream['alerts flow, 10-rule catalogue']['per_s']:,}/s "
+        f"| alerts flow, 10-rule catalogue | {ten['per_s']:,}/s "
         f"| alerts flow, built-in (same run) | {stream['alerts flow, built-in']['per_s']:,}/s "
-        f"| {catalogue['ratios']['stream_catalogue_over_builtin']:.2f}x |",
-        f"| backfill, 10-rule catalogue "
-        f"| {backfill['backfill, 10-rule catalogue']['per_s']:,} rows/s "
+        f"| {ratios['stream_catalogue_over_builtin']:.2f}x |",
+        f"| alerts flow, posted-limit catalogue (10 rules + 3 tiers, roads) "
+        f"| {posted['per_s']:,}/s "
+        f"| alerts flow, 10-rule catalogue (no roads) | {ten['per_s']:,}/s "
+        f"| {ratios['stream_posted_over_catalogue']:.2f}x |",
+        f"| backfill, 10-rule catalogue | {b_ten['per_s']:,} rows/s "
         f"| backfill, built-in | {backfill['backfill, built-in']['per_s']:,} rows/s "
-        f"| {catalogue['ratios']['backfill_catalogue_over_builtin']:.2f}x |",
+        f"| {ratios['backfill_catalogue_over_builtin']:.2f}x |",
+        f"| backfill, posted-limit catalogue (10 rules + 3 tiers, roads) "
+        f"| {b_posted['per_s']:,} rows/s "
+        f"| backfill, 10-rule catalogue (no roads) | {b_ten['per_s']:,} rows/s "
+        f"| {ratios['backfill_posted_over_catalogue']:.2f}x |",
     ]
+
+
+def test_the_posted_limit_benchmark_catalogue_adds_the_samples_three_tiers(tmp_path: Path) -> None:
+    from benchmarks.alerts import START_MS
+    from benchmarks.catalogue import POSTED_RULE_IDS, RULE_IDS, write_catalogue
+    from connectors.catalogue import load_catalogue
+
+    ten_dir, zones = write_catalogue(tmp_path / "ten", START_MS)
+    posted_dir, _ = write_catalogue(tmp_path / "posted", START_MS, posted_limits=True)
+    ten = load_catalogue(ten_dir, zones).versions
+    posted = load_catalogue(posted_dir, zones).versions
+    sample = load_catalogue(ROOT / "catalogue" / "rules", ROOT / "catalogue" / "zones.geojson")
+    tiers = {r.id: r for r in sample.versions[-1].rules if r.id in POSTED_RULE_IDS}
+    for before, after in zip(ten, posted, strict=True):
+        assert [r.id for r in after.rules] == [*RULE_IDS, *POSTED_RULE_IDS]
+        assert [(r.definition, r.critical) for r in after.rules[: len(RULE_IDS)]] == [
+            (r.definition, r.critical) for r in before.rules
+        ]
+        assert {r.id: (r.definition, r.critical) for r in after.rules[len(RULE_IDS) :]} == {
+            rule_id: (rule.definition, rule.critical) for rule_id, rule in tiers.items()
+        }
 
 
 def test_the_benchmark_catalogue_has_every_kind_scopes_and_two_versions(tmp_path: Path) -> None:
