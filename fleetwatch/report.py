@@ -76,6 +76,7 @@ WORST_COLOUR = "#d62728"
 TREND_COLOUR = "#4a6fa5"
 DAY_COLOUR = "#ffd54f"
 SEVERITIES = ("critical", "warning")
+MAX_LISTED_GAPS = 7  # days without scorecards named in the footer; more: the first and last
 _ALERTS_TOTAL = pl.col("alerts").list.eval(pl.element().struct.field("count")).list.sum()
 
 
@@ -283,7 +284,8 @@ def rule_colours(rules: Sequence[str]) -> dict[str, str]:
 
 
 def _figure(height_px: int, width_px: int = CHART_WIDTH_PX) -> Figure:
-    figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    # Constrained layout: the legends outside the axes on the right, and no label cut off.
+    figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
@@ -311,7 +313,6 @@ def scores_chart(data: DayData, best: pl.DataFrame, worst: pl.DataFrame) -> byte
     axes.set_xticks(range(0, 101, 20))
     axes.set_xlabel("safety score (0-100)")
     axes.set_title(f"Best (green) and worst (red) safety scores, {data.day}", fontsize=10)
-    figure.tight_layout()
     return png(figure)
 
 
@@ -329,12 +330,11 @@ def events_chart(data: DayData, ranked: pl.DataFrame) -> bytes:
         axes.barh(y, counts, left=left, color=colour, height=0.7, label=rule)
         left += counts
     axes.set_yticks(y, [data.name(r["driver_id"]) for r in rows], fontsize=8)
-    axes.set_xlim(0, max(1.0, float(left.max())) * 1.15)
+    axes.set_xlim(0, max(1.0, float(left.max())) * 1.05)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("events (alerts) on the day")
-    axes.legend(loc="lower right", fontsize=7, framealpha=0.9)
+    figure.legend(loc="outside right upper", fontsize=7, frameon=False)
     axes.set_title(f"Most events, {data.day}, by rule", fontsize=10)
-    figure.tight_layout()
     return png(figure)
 
 
@@ -371,7 +371,6 @@ def trends_chart(data: DayData, drivers: Sequence[str]) -> bytes:
     figure.suptitle(
         f"Safety score by day, {days[0]} to {data.day} (the report's day shaded)", fontsize=10
     )
-    figure.tight_layout()
     return png(figure)
 
 
@@ -394,9 +393,8 @@ def hours_chart(data: DayData, counts: pl.DataFrame) -> bytes:
     zone = data.zone.key
     axes.set_xlabel(f"hour of day ({zone})")
     axes.set_ylabel("alerts")
-    axes.legend(loc="upper left", fontsize=7, framealpha=0.9, ncols=2)
+    figure.legend(loc="outside right upper", fontsize=7, frameon=False)
     axes.set_title(f"Alerts by rule and hour, {data.day}", fontsize=10)
-    figure.tight_layout()
     return png(figure)
 
 
@@ -598,12 +596,20 @@ def _hours_section(data: DayData) -> tuple[str, int]:
 
 def _footer(data: DayData, generated_at: datetime) -> str:
     days = (data.day - data.first_day).days + 1
-    with_data = sorted(set(data.cards["day"].to_list()))
-    covered = ", ".join(d.isoformat() for d in with_data) or "none"
+    with_data = set(data.cards["day"].to_list())
+    without = [data.first_day + timedelta(days=n) for n in range(days)]
+    without = [d for d in without if d not in with_data]
+    if not with_data:
+        gaps = ""
+    elif len(without) <= MAX_LISTED_GAPS:
+        gaps = f" (none on {', '.join(d.isoformat() for d in without)})" if without else ""
+    else:
+        first, last = min(with_data), max(with_data)
+        gaps = f" (the first {first}, the last {last})"
     return (
         "<footer><p>"
-        f"Scorecards of {len(with_data)} of the {days} days {data.first_day} to {data.day} "
-        f"({html.escape(covered)}); the alerts and trucks of {data.day}; days and hours in "
+        f"Scorecards on {len(with_data)} of the {days} days {data.first_day} to {data.day}"
+        f"{gaps}; the alerts and trucks of {data.day}; days and hours in "
         f"{html.escape(data.zone.key)}. Lake: {html.escape(str(data.lake))}. "
         f"Generated at {generated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC by "
         "<code>python -m fleetwatch.report</code>.</p></footer>"

@@ -321,11 +321,19 @@ def test_the_footer_says_what_the_data_covers(run: ReportLake, tmp_path: Path) -
     assert report(run, "--day", str(DAY), "--out", str(out), "--days", "7") == EXIT_OK
     text = out.read_text()
     footer = text[text.index("<footer>") :]
-    days = ", ".join(str(FIRST_DAY + timedelta(days=n)) for n in range(4))
-    assert f"Scorecards of 4 of the 7 days {DAY - timedelta(days=6)} to {DAY} ({days})" in footer
+    gaps = ", ".join(str(DAY - timedelta(days=n)) for n in (6, 5, 4))
+    assert (
+        f"Scorecards on 4 of the 7 days {DAY - timedelta(days=6)} to {DAY} (none on {gaps});"
+        in footer
+    )
     assert str(run.lake) in footer
     assert ZONE in footer
     assert "Generated at 2026-12-10 06:30:00 UTC" in footer
+    out = tmp_path / "r30.html"
+    assert report(run, "--day", str(DAY), "--out", str(out)) == EXIT_OK
+    text = out.read_text()
+    assert f"Scorecards on 4 of the 30 days {DAY - timedelta(days=29)} to {DAY} (the first " in text
+    assert f"(the first {FIRST_DAY}, the last {DAY});" in text
     # The default --min-km: a demo day is too short for anyone to be ranked by score.
     assert f"at least {DEFAULT_MIN_KM:g} km" in text
     assert f"No driver drove {DEFAULT_MIN_KM:g} km or more on {DAY}" in text
