@@ -339,3 +339,60 @@ def test_the_history_refresh_runs_nightly_on_the_lake_and_writes_the_history_vol
     policy = find(manifests, "NetworkPolicy", "fleetwatch-metrics-only")
     (selector,) = policy["spec"]["podSelector"]["matchExpressions"]
     assert pod["metadata"]["labels"]["app.kubernetes.io/name"] in selector["values"]
+
+
+def test_the_report_runs_nightly_for_yesterday_into_the_reports_volume(
+    manifests: list[Manifest],
+) -> None:
+    """The CronJob of docs/report.md: ``fleetwatch.report --day yesterday`` with the flows'
+    settings, the lake and the history read-only where FLEET_LAKE_DIR and FLEET_HISTORY_DIR
+    say, the page into the reports volume as <day>.html; before the history refresh rewrites
+    drivers.parquet; hardened as the rest, matplotlib's cache in /tmp."""
+    settings = find(manifests, "ConfigMap", "fleetwatch-config")["data"]
+    cron = find(manifests, "CronJob", "fleetwatch-report")
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert re.fullmatch(r"\d+ \d+ \* \* \*", spec["schedule"])  # once a day
+    assert spec["timeZone"] == "Etc/UTC"  # FLEET_TIMEZONE's default: keep them equal
+    assert "FLEET_TIMEZONE" not in settings
+    minute, hour = (int(n) for n in spec["schedule"].split()[:2])
+    refresh = find(manifests, "CronJob", "fleetwatch-history-refresh")["spec"]["schedule"]
+    refresh_minute, refresh_hour = (int(n) for n in refresh.split()[:2])
+    assert (hour, minute) < (refresh_hour, refresh_minute), "the names as of the day"
+    # Yesterday's scorecards are out FLEET_SCORECARD_GRACE_S (600 s) after midnight, and in
+    # the lake within FLEET_LAKE_ROLL_S after that.
+    grace_s = float(settings.get("FLEET_SCORECARD_GRACE_S", 600))
+    roll_s = float(settings.get("FLEET_LAKE_ROLL_S", 300))
+    assert hour * 3600 + minute * 60 >= 2 * (grace_s + roll_s)
+    pod = spec["jobTemplate"]["spec"]["template"]
+    (main,) = pod["spec"]["containers"]
+    command = main["command"]
+    assert command[:3] == ["python", "-m", "fleetwatch.report"]
+    assert command[command.index("--day") + 1] == "yesterday"
+    out = command[command.index("--out") + 1]
+    assert main["envFrom"] == [{"configMapRef": {"name": "fleetwatch-config"}}]
+    env = {e["name"]: e["value"] for e in main["env"]}
+    mounts = {m["name"]: m for m in main["volumeMounts"]}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert mounts["lake"]["mountPath"] == settings["FLEET_LAKE_DIR"]
+    assert mounts["history"]["mountPath"] == settings["FLEET_HISTORY_DIR"]
+    for name, claim in (("lake", "fleetwatch-lake"), ("history", "fleetwatch-history")):
+        assert mounts[name]["readOnly"] is True
+        assert claims[name] == {"claimName": claim, "readOnly": True}
+    assert out == f"{mounts['reports']['mountPath']}/{{day}}.html"
+    assert claims["reports"] == {"claimName": "fleetwatch-reports"}
+    assert not mounts["reports"].get("readOnly", False)
+    find(manifests, "PersistentVolumeClaim", "fleetwatch-reports")
+    assert mounts["tmp"]["mountPath"] == "/tmp"
+    assert env["MPLCONFIGDIR"].startswith("/tmp/")
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "memory" in main["resources"]["limits"]
+    policy = find(manifests, "NetworkPolicy", "fleetwatch-metrics-only")
+    (selector,) = policy["spec"]["podSelector"]["matchExpressions"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] in selector["values"]
