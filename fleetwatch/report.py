@@ -58,6 +58,7 @@ from matplotlib.ticker import MaxNLocator
 from connectors.alert_lake import alerts_root, scan_alerts
 from connectors.scorecard_lake import scan_scorecards, scorecards_root
 from fleetwatch._cli import UsageError, err, lake_dir, load_history
+from runtime.clock import utc_now
 from runtime.logs import configure_logging
 from runtime.settings import Settings, SettingsError
 
@@ -783,7 +784,7 @@ def main(
     argv: Sequence[str] | None = None,
     *,
     settings_from_env: Callable[[], Settings] = Settings.from_env,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    now: Callable[[], datetime] = utc_now,
 ) -> int:
     configure_logging()
     args = parse_args(argv)
