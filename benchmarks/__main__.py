@@ -2,9 +2,10 @@
 benchmark in one invocation, each contender side by side with its baseline; then
 benchmarks/results/results.json, results.md (the README's table) and plot.png;
 catalogue.json, catalogue.md (benchmarks/catalogue.py: the rule catalogue's own table);
-roads.json, roads.md (benchmarks/roads.py: the road index and map matching); and
-history_refresh.json, history_refresh.md (benchmarks/history_refresh.py: the nightly refresh
-over a 50 M-row lake).
+roads.json, roads.md (benchmarks/roads.py: the road index and map matching);
+scorecards.json, scorecards.md (benchmarks/scorecards.py: the alerts flow with and without
+driver scorecards); and history_refresh.json, history_refresh.md
+(benchmarks/history_refresh.py: the nightly refresh over a 50 M-row lake).
 
 Quick mode runs smaller inputs and shorter latency runs (about 6 minutes instead of 25):
 good for checking that everything works, not for the README's figures.
@@ -33,6 +34,7 @@ from benchmarks import (
     report,
     roads,
     scale,
+    scorecards,
     store,
 )
 
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     results["alerts"] = json.loads((BUILD / "alerts.json").read_text())
     print("\n== rule catalogue: built-in, 10 rules, 10 rules + posted limits; stream, backfill")
     results["catalogue"] = catalogue.main(["--out", str(args.out), *(["--quick"] if quick else [])])
+    print("\n== driver scorecards: the alerts flow without and with them")
+    results["scorecards"] = scorecards.main(
+        ["--out", str(args.out), *(["--quick"] if quick else [])]
+    )
     print("\n== road index: matching in batches vs a query per reading, start-up, memory")
     flow_rate = results["alerts"]["alerts flow, 1 process"]["readings_per_s"]
     results["roads"] = roads.main(

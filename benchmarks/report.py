@@ -70,6 +70,7 @@ def markdown(results: dict[str, Any]) -> str:
             else []
         ),
         *_catalogue_rows(results.get("catalogue")),
+        *_scorecards_rows(results.get("scorecards")),
         *_roads_rows(results.get("roads")),
         "",
         "**Scale**",
@@ -121,6 +122,19 @@ def _catalogue_rows(catalogue: dict[str, Any] | None) -> list[str]:
         f"10-rule catalogue (no roads) "
         f"| {_n(backfill['backfill, 10-rule catalogue']['per_s'])} rows/s "
         f"| {ratios['backfill_posted_over_catalogue']:.2f}x |",
+    ]
+
+
+def _scorecards_rows(scorecards: dict[str, Any] | None) -> list[str]:
+    """The throughput table's row of benchmarks.scorecards (when the run had it)."""
+    if scorecards is None:
+        return []
+    stream = scorecards["stream"]
+    return [
+        f"| alerts flow, built-in + driver scorecards | "
+        f"{_n(stream['alerts flow, built-in + scorecards']['per_s'])}/s | alerts flow, built-in "
+        f"(same run) | {_n(stream['alerts flow, built-in']['per_s'])}/s "
+        f"| {scorecards['ratios']['with_over_without']:.2f}x |",
     ]
 
 
@@ -204,6 +218,52 @@ def catalogue_markdown(results: dict[str, Any]) -> str:
             f"| {rule} | {_n(posted['alerts_by_rule'].get(rule, 0))} "
             f"| {_n(b_posted['alerts_by_rule'].get(rule, 0))} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def scorecards_markdown(results: dict[str, Any]) -> str:
+    """benchmarks.scorecards's results (scorecards.json) as docs/performance.md's table."""
+    m = results["machine"]
+    before, after = results["load_before"], results["load_after"]
+    rows, cards, ratios = results["stream"], results["scorecards"], results["ratios"]
+    without = rows["alerts flow, built-in"]
+    with_ = rows["alerts flow, built-in + scorecards"]
+
+    def runs(row: dict[str, Any], key: str) -> str:
+        return " / ".join(f"{s:.2f}" for s in row[key])
+
+    days = ", ".join(f"{_n(n)} for {day}" for day, n in cards["by_day"].items())
+    lines = [
+        f"Mode: {results['mode']}; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
+        f"Python {m['python']}, Kafka: {m['kafka']}; commit {m['commit']}; "
+        f"{results['seconds']} s in all. Other load: {before['pytest_processes']} pytest "
+        f"processes and load average {before['loadavg_1m']:.2f} before, "
+        f"{after['pytest_processes']} and {after['loadavg_1m']:.2f} after.",
+        "",
+        f"**Driver scorecards** ({_n(results['trucks'])} trucks, {_n(results['readings'])} "
+        f"readings with positions on a 16-partition topic, {results['first_ts']} to "
+        f"{results['last_ts']}, `FLEET_TIMEZONE={results['timezone']}`; the head: the first "
+        f"{_n(results['head'])} on a topic of their own; 1 process, built-in rules; best of "
+        f"{results['rounds']} alternating runs of each, start-up included)",
+        "",
+        "| contender | whole run | head | marginal rate | baseline | whole run | head "
+        "| marginal rate | ratio, whole run | ratio, marginal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| alerts flow, built-in + scorecards | {_n(with_['per_s'])}/s "
+        f"({with_['seconds']:.2f} s) | {with_['head_seconds']:.2f} s "
+        f"| {_n(with_['marginal_per_s'])}/s | alerts flow, built-in | {_n(without['per_s'])}/s "
+        f"({without['seconds']:.2f} s) | {without['head_seconds']:.2f} s "
+        f"| {_n(without['marginal_per_s'])}/s | **{ratios['with_over_without']:.2f}x** "
+        f"| **{ratios['marginal_with_over_without']:.2f}x** |",
+        "",
+        f"Runs (s), all the readings: {runs(with_, 'runs_s')} with scorecards, "
+        f"{runs(without, 'runs_s')} without; the head: {runs(with_, 'head_runs_s')} with, "
+        f"{runs(without, 'head_runs_s')} without. Alerts in every run: "
+        f"{_n(with_['alerts'])}. Scorecards in every round: {_n(cards['count'])} ({days}), "
+        f"{_n(cards['drivers'])} drivers (no driver counted as one), {_n(cards['readings'])} "
+        f"readings and {_n(cards['distance_km'])} km in all; sha256 of the sorted records "
+        f"`{cards['sha256'][:16]}`.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -33,10 +33,10 @@ from typing import Any
 
 import msgspec
 
-from domain.alerts import MAX_TEXT_CHARS, SPEED_RANGE, build_alert
+from domain.alerts import MAX_TEXT_CHARS, SPEED_RANGE
 from domain.catalogue import Detection
 from domain.dead_letters import Reason
-from domain.history import HistoryIndex
+from domain.history import NO_DRIVER, HistoryIndex, driver_context
 from domain.readings import Reading, Rejection
 
 EARTH_RADIUS_KM = 6371.0088
@@ -64,6 +64,11 @@ class LocalDays:
         self._day = local.isoformat()
         return self._day
 
+    def day_at(self, ts_ms: int) -> tuple[str, int, int]:
+        """The local day of ``ts_ms`` and its [start, end) in epoch ms."""
+        day = self.of(ts_ms)
+        return day, self._start, self._end
+
     def span(self, day: date) -> tuple[int, int]:
         """[start, end) of a local day in epoch ms: local midnight to the next."""
         return self._midnight(day), self._midnight(day + timedelta(days=1))
@@ -89,6 +94,21 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = lat1 * _RAD, lat2 * _RAD
     a = sin((p2 - p1) / 2) ** 2 + cos(p1) * cos(p2) * sin((lon2 - lon1) * _RAD / 2) ** 2
     return _DIAMETER_KM * asin(sqrt(min(1.0, a)))
+
+
+def _exact_partials(values: list[float]) -> list[float]:
+    """The exact sum of ``values`` as ``_exact_add`` keeps it (non-overlapping floats,
+    smallest first), in C: ``math.fsum`` rounds the exact sum once; what it left out is the
+    exact sum of the values and the negated partials so far, rounded again, until nothing is
+    left (an exact sum of floats is a whole multiple of the least float, so it ends: for
+    distances, after two or three sums)."""
+    partials: list[float] = []
+    rest = list(values)
+    while part := math.fsum(rest):
+        partials.append(part)
+        rest.append(-part)
+    partials.reverse()
+    return partials
 
 
 def _exact_add(partials: list[float], x: float) -> None:
@@ -290,54 +310,95 @@ class ScoreKeeper:
         released: Sequence[Reading],
         detections: Iterable[Detection],
     ) -> tuple[Previous | None, list[DayTally]]:
-        """The tallies of ``released`` (after ``previous``, the truck's last reading before
-        them) and of ``detections``; and the new last reading."""
+        """The tallies of ``released`` (one truck's, after ``previous``, its last reading
+        before them) and of ``detections``; and the new last reading."""
         history = self.history()
         by_key: dict[DayKey, DayTally] = {}
-        day_of = self.days.of
+        pairs: dict[DayKey, list[float]] = {}  # each tally's pair distances, km
         threshold = self.threshold_kmh
+        # This runs per reading (most of what scorecards cost the flow), so it is kept
+        # lean: the (driver, day) and the span [since, until) over which both hold are
+        # looked up only when a reading leaves that span (a new day or a shift change).
+        since = until = 0  # empty: the first reading looks up
+        tally, distances = DayTally(None, ""), []
+        # The previous reading, for the pair; none: no position, so no pair.
+        p_ts, p_lat, p_lon, p_speed = previous or (0, None, None, 0.0)
         for reading in released:
             ts, speed = reading.ts_ms, reading.speed_kmh
-            truck = reading.truck_id
-            driver = history.driver_id_at(truck, ts) if history is not None else None
-            day = day_of(ts)
-            tally = by_key.get((driver, day))
-            if tally is None:
-                tally = by_key[driver, day] = DayTally(driver, day, [truck])
+            if not since <= ts < until:
+                driver, since, until = self._driver_span(history, reading.truck_id, ts)
+                day, day_start, day_end = self.days.day_at(ts)
+                since, until = max(since, day_start), min(until, day_end)
+                key = (driver, day)
+                found = by_key.get(key)
+                if found is None:
+                    found = by_key[key] = DayTally(driver, day, [reading.truck_id])
+                    pairs[key] = []
+                tally, distances = found, pairs[key]
             tally.readings += 1
             tally.newest_ts = ts
             if tally.max_speed_kmh is None or speed > tally.max_speed_kmh:
                 tally.max_speed_kmh = speed
             lat, lon = reading.lat, reading.lon
-            if previous is not None and lat is not None and lon is not None:
-                p_ts, p_lat, p_lon, p_speed = previous
-                gap = ts - p_ts
-                if p_lat is not None and p_lon is not None and gap <= PAIR_MAX_MS:
-                    # haversine_km, inline: this runs per reading (a third of the cost).
-                    p1, p2 = p_lat * _RAD, lat * _RAD
-                    a = (
-                        sin((p2 - p1) / 2) ** 2
-                        + cos(p1) * cos(p2) * sin((lon - p_lon) * _RAD / 2) ** 2
-                    )
-                    _exact_add(tally.distance, _DIAMETER_KM * asin(sqrt(min(1.0, a))))
-                    if speed > DRIVING_KMH or p_speed > DRIVING_KMH:
-                        tally.driving_ms += gap
-                    if speed > threshold and p_speed > threshold:
-                        tally.over_threshold_ms += gap
-            previous = (ts, lat, lon, speed)
+            gap = ts - p_ts
+            if (
+                gap <= PAIR_MAX_MS
+                and lat is not None
+                and lon is not None
+                and p_lat is not None
+                and p_lon is not None
+            ):
+                # haversine_km, inline.
+                p1, p2 = p_lat * _RAD, lat * _RAD
+                a = sin((p2 - p1) / 2) ** 2 + cos(p1) * cos(p2) * sin((lon - p_lon) * _RAD / 2) ** 2
+                distances.append(_DIAMETER_KM * asin(sqrt(min(1.0, a))))
+                if speed > DRIVING_KMH or p_speed > DRIVING_KMH:
+                    tally.driving_ms += gap
+                if speed > threshold and p_speed > threshold:
+                    tally.over_threshold_ms += gap
+            p_ts, p_lat, p_lon, p_speed = ts, lat, lon, speed
+        if released:
+            previous = (p_ts, p_lat, p_lon, p_speed)
+        for key, found_pairs in pairs.items():
+            by_key[key].distance = _exact_partials(found_pairs)
         for detection in detections:
-            alert = build_alert(detection, 0, history)
+            # The driver and severity the detection's alert has (build_alert), without
+            # building the alert: the speed only shapes the alert's driver details.
             ts = detection.readings[-1].ts_ms
-            day = day_of(ts)
-            key = (alert.driver_id, day)
-            tally = by_key.get(key)
-            if tally is None:
-                tally = by_key[key] = DayTally(alert.driver_id, day, [detection.truck_id])
-            tally.alerts[alert.rule] = tally.alerts.get(alert.rule, 0) + 1
-            critical = alert.severity == "critical"
-            _exact_add(tally.weighted_alerts, self.weights.of(alert.rule, critical))
-            tally.newest_ts = max(tally.newest_ts, ts)
+            context = (
+                NO_DRIVER
+                if history is None
+                else driver_context(history, detection.truck_id, ts, 0.0)
+            )
+            rule = str(detection.rule)
+            critical = detection.is_critical or context.high_risk
+            day = self.days.of(ts)
+            key = (context.driver_id, day)
+            found = by_key.get(key)
+            if found is None:
+                found = by_key[key] = DayTally(context.driver_id, day, [detection.truck_id])
+            found.alerts[rule] = found.alerts.get(rule, 0) + 1
+            _exact_add(found.weighted_alerts, self.weights.of(rule, critical))
+            found.newest_ts = max(found.newest_ts, ts)
         return previous, list(by_key.values())
+
+    @staticmethod
+    def _driver_span(
+        history: HistoryIndex | None, truck_id: str, ts_ms: int
+    ) -> tuple[str | None, int, int]:
+        """The truck's driver at ``ts_ms`` (``driver_id_at``) and a span [since, until)
+        around ``ts_ms`` over which it stays that driver: its assignment's (as the history
+        resolved the rows), or only ``ts_ms`` itself when the truck has no driver then."""
+        if history is None:
+            return None, -_FOREVER, _FOREVER
+        assignment = history.assignment_at(truck_id, ts_ms)
+        if assignment is None:
+            return None, ts_ms, ts_ms + 1
+        end = assignment.valid_to_ms
+        return assignment.driver_id, assignment.valid_from_ms, _FOREVER if end is None else end
+
+
+_FOREVER = 2**63
 
 
 def weights_from_json(document: Any) -> ScoreWeights:

@@ -6,12 +6,15 @@ driver change mid-day, readings without a position, gaps of 60 s and just over, 
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import random
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +23,8 @@ import polars as pl
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, TimeTestingGetter, cluster_main, run_main
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.jsonl_sink import JsonlSink
 from connectors.kafka import OutboundRecord
@@ -32,7 +37,13 @@ from domain.catalogue import Prefilter
 from domain.history import Assignment, HistoryIndex
 from domain.readings import Reading, encode_canonical
 from domain.rules import RuleConfig
-from domain.scorecards import LocalDays, ScoreKeeper, ScoreWeights
+from domain.scorecards import (
+    LocalDays,
+    ScoreKeeper,
+    ScoreWeights,
+    _exact_add,
+    _exact_partials,
+)
 from domain.timestamps import from_epoch_ms, to_epoch_ms
 from runtime.clock import utc_now
 from runtime.progress import Progress
@@ -348,3 +359,24 @@ def test_kill_and_resume_gives_the_same_scorecards(tmp_path: Path) -> None:
     alerts = documents(out, TOPICS.alerts)
     expected = reference_scorecards(fleet.readings, fleet.assignments, alerts, fleet.timezone)
     assert_same_scorecards(documents(out, TOPICS.scorecards), expected)
+
+
+@given(
+    st.lists(
+        st.floats(min_value=-1e300, max_value=1e300, allow_nan=False)
+        | st.floats(min_value=0, max_value=1e-300),
+        max_size=80,
+    )
+)
+def test_exact_partials_hold_the_exact_sum(values: list[float]) -> None:
+    """A tally's distance is the pairs' exact sum, whatever the grouping: the partials made
+    in one go (``_exact_partials``) sum to the values exactly, are non-overlapping and
+    smallest first, and ``_exact_add`` of the same values one by one rounds the same."""
+    partials = _exact_partials(values)
+    assert sum(map(Fraction, partials), Fraction(0)) == sum(map(Fraction, values), Fraction(0))
+    assert all(abs(a) < abs(b) for a, b in itertools.pairwise(partials))
+    assert 0.0 not in partials
+    one_by_one: list[float] = []
+    for value in values:
+        _exact_add(one_by_one, value)
+    assert math.fsum(partials) == math.fsum(one_by_one) == math.fsum(values)
