@@ -19,7 +19,7 @@ pre-filled topics.
   step adds up the (driver, day) tallies. The bounded run closes every day at its end, so
   the scorecards all go out then.
 * Two topics: all ``--readings`` (default 2,000,000) and their first fifth (the head).
-  A run's time includes a fixed part (start-up, the first fetch, the end), ~3 s here, which
+  A run's time includes a fixed part (start-up, the first fetch, the end), 2-3 s here, which
   flatters the slower contender's whole-process rate; the marginal rate, the readings
   beyond the head over the time they added (best over all minus best over the head), is
   the steady rate of draining a backlog.

@@ -169,3 +169,33 @@ def test_the_roads_benchmark_gives_the_naive_loops_answers_on_a_small_run() -> N
     found = matching(index, naive, lats, lons, rounds=1)
     assert 0.9 * kinds["on_roads"] <= found["matched"] <= kinds["on_roads"]
     assert set(found["contenders"]) >= {"match, batches of 1,000", "match, one batch of 2,000"}
+
+
+def test_scorecards_md_is_made_from_scorecards_json() -> None:
+    results = json.loads((RESULTS / "scorecards.json").read_text())
+    assert results["mode"] == "full"
+    assert report.scorecards_markdown(results) == (RESULTS / "scorecards.md").read_text()
+
+
+def test_the_performance_page_shows_the_committed_scorecards_results() -> None:
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert (RESULTS / "scorecards.md").read_text().strip() in page
+
+
+def test_the_throughput_table_has_the_scorecards_row_when_the_run_had_it() -> None:
+    results = json.loads((RESULTS / "results.json").read_text())
+    scorecards = json.loads((RESULTS / "scorecards.json").read_text())
+    without = report.markdown({k: v for k, v in results.items() if k != "scorecards"})
+    assert "driver scorecards" not in without
+    rows = [
+        line
+        for line in report.markdown({**results, "scorecards": scorecards}).splitlines()
+        if "driver scorecards" in line
+    ]
+    stream = scorecards["stream"]
+    assert rows == [
+        f"| alerts flow, built-in + driver scorecards "
+        f"| {stream['alerts flow, built-in + scorecards']['per_s']:,}/s "
+        f"| alerts flow, built-in (same run) | {stream['alerts flow, built-in']['per_s']:,}/s "
+        f"| {scorecards['ratios']['with_over_without']:.2f}x |",
+    ]
