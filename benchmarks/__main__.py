@@ -18,6 +18,7 @@ import json
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,26 @@ def machine() -> dict[str, str]:
         "mqtt": "Mosquitto 2, same machine",
         "commit": commit,
     }
+
+
+def standalone(
+    name: str,
+    quick: bool,
+    out: Path,
+    run: Callable[[], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """One benchmark run on its own (``python -m benchmarks.<name>``): its results with the
+    mode, the machine and the seconds in all, written to ``out/<name>.json`` and, as
+    ``markdown`` renders them, ``out/<name>.md``."""
+    started = time.monotonic()
+    results = {"mode": "quick" if quick else "full", "machine": machine(), **run()}
+    results["seconds"] = round(time.monotonic() - started)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown(results))
+    print(f"wrote {out}/{name}.json, {name}.md in {results['seconds']} s")
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:

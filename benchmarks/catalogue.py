@@ -731,20 +731,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     readings = args.readings or (60_000 if args.quick else 300_000)
     rows = args.rows or (300_000 if args.quick else 2_000_000)
-    from benchmarks.__main__ import machine  # not at the top: benchmarks.__main__ imports this
+    from benchmarks.__main__ import standalone  # not at the top: benchmarks.__main__ imports this
 
-    started = time.monotonic()
-    results = {
-        "mode": "quick" if args.quick else "full",
-        "machine": machine(),
-        **run(readings, rows, args.trucks, args.rounds),
-    }
-    results["seconds"] = round(time.monotonic() - started)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "catalogue.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "catalogue.md").write_text(report.catalogue_markdown(results))
-    print(f"wrote {args.out}/catalogue.json, catalogue.md in {results['seconds']} s")
-    return results
+    return standalone(
+        "catalogue",
+        args.quick,
+        args.out,
+        lambda: run(readings, rows, args.trucks, args.rounds),
+        report.catalogue_markdown,
+    )
 
 
 if __name__ == "__main__":

@@ -98,30 +98,59 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _versus(
+    contender: str, per_s: float, baseline: str, base_per_s: float, ratio: float, unit: str
+) -> str:
+    """A throughput table row: the contender, its baseline (same run) and the ratio."""
+    return (
+        f"| {contender} | {_n(per_s)}{unit} | {baseline} | {_n(base_per_s)}{unit} | {ratio:.2f}x |"
+    )
+
+
 def _catalogue_rows(catalogue: dict[str, Any] | None) -> list[str]:
     """The throughput table's rows of benchmarks.catalogue (when the run had it)."""
     if catalogue is None:
         return []
     stream, backfill = catalogue["stream"], catalogue["backfill"]
     ratios = catalogue["ratios"]
+    builtin, ten = "alerts flow, built-in", "alerts flow, 10-rule catalogue"
+    posted = "alerts flow, posted-limit catalogue"
+    b_builtin, b_ten = "backfill, built-in", "backfill, 10-rule catalogue"
+    b_posted = "backfill, posted-limit catalogue"
+    tiers = " (10 rules + 3 tiers, roads)"
     return [
-        f"| alerts flow, 10-rule catalogue | "
-        f"{_n(stream['alerts flow, 10-rule catalogue']['per_s'])}/s | alerts flow, built-in "
-        f"(same run) | {_n(stream['alerts flow, built-in']['per_s'])}/s "
-        f"| {ratios['stream_catalogue_over_builtin']:.2f}x |",
-        f"| alerts flow, posted-limit catalogue (10 rules + 3 tiers, roads) | "
-        f"{_n(stream['alerts flow, posted-limit catalogue']['per_s'])}/s | alerts flow, "
-        f"10-rule catalogue (no roads) | {_n(stream['alerts flow, 10-rule catalogue']['per_s'])}/s "
-        f"| {ratios['stream_posted_over_catalogue']:.2f}x |",
-        f"| backfill, 10-rule catalogue | "
-        f"{_n(backfill['backfill, 10-rule catalogue']['per_s'])} rows/s | backfill, built-in "
-        f"| {_n(backfill['backfill, built-in']['per_s'])} rows/s "
-        f"| {ratios['backfill_catalogue_over_builtin']:.2f}x |",
-        f"| backfill, posted-limit catalogue (10 rules + 3 tiers, roads) | "
-        f"{_n(backfill['backfill, posted-limit catalogue']['per_s'])} rows/s | backfill, "
-        f"10-rule catalogue (no roads) "
-        f"| {_n(backfill['backfill, 10-rule catalogue']['per_s'])} rows/s "
-        f"| {ratios['backfill_posted_over_catalogue']:.2f}x |",
+        _versus(
+            ten,
+            stream[ten]["per_s"],
+            f"{builtin} (same run)",
+            stream[builtin]["per_s"],
+            ratios["stream_catalogue_over_builtin"],
+            "/s",
+        ),
+        _versus(
+            posted + tiers,
+            stream[posted]["per_s"],
+            f"{ten} (no roads)",
+            stream[ten]["per_s"],
+            ratios["stream_posted_over_catalogue"],
+            "/s",
+        ),
+        _versus(
+            b_ten,
+            backfill[b_ten]["per_s"],
+            b_builtin,
+            backfill[b_builtin]["per_s"],
+            ratios["backfill_catalogue_over_builtin"],
+            " rows/s",
+        ),
+        _versus(
+            b_posted + tiers,
+            backfill[b_posted]["per_s"],
+            f"{b_ten} (no roads)",
+            backfill[b_ten]["per_s"],
+            ratios["backfill_posted_over_catalogue"],
+            " rows/s",
+        ),
     ]
 
 
@@ -130,11 +159,16 @@ def _scorecards_rows(scorecards: dict[str, Any] | None) -> list[str]:
     if scorecards is None:
         return []
     stream = scorecards["stream"]
+    builtin = "alerts flow, built-in"
     return [
-        f"| alerts flow, built-in + driver scorecards | "
-        f"{_n(stream['alerts flow, built-in + scorecards']['per_s'])}/s | alerts flow, built-in "
-        f"(same run) | {_n(stream['alerts flow, built-in']['per_s'])}/s "
-        f"| {scorecards['ratios']['with_over_without']:.2f}x |",
+        _versus(
+            f"{builtin} + driver scorecards",
+            stream[f"{builtin} + scorecards"]["per_s"],
+            f"{builtin} (same run)",
+            stream[builtin]["per_s"],
+            scorecards["ratios"]["with_over_without"],
+            "/s",
+        )
     ]
 
 
@@ -146,9 +180,14 @@ def _roads_rows(roads: dict[str, Any] | None) -> list[str]:
     naive = next(name for name in rows if name.startswith("naive"))
     batch = rows["match, batches of 1,000"]
     return [
-        f"| map matching, batches of 1,000 (road index) | {_n(batch['per_s'])} readings/s "
-        f"| one query_nearest per reading | {_n(rows[naive]['per_s'])} readings/s "
-        f"| {batch['ratio_to_naive']:.2f}x |",
+        _versus(
+            "map matching, batches of 1,000 (road index)",
+            batch["per_s"],
+            "one query_nearest per reading",
+            rows[naive]["per_s"],
+            batch["ratio_to_naive"],
+            " readings/s",
+        )
     ]
 
 

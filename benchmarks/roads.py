@@ -404,21 +404,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if readings < FLOW_BATCH or rounds < 1:
         parser.error(f"--readings must be at least {FLOW_BATCH:,} and --rounds at least 1")
     flow_rate = args.flow_rate if args.flow_rate is not None else committed_flow_rate()
-    from benchmarks.__main__ import machine  # not at the top: benchmarks.__main__ imports this
+    from benchmarks.__main__ import standalone  # not at the top: benchmarks.__main__ imports this
 
     configure_logging(logging.WARNING)  # not a line per cached load
-    started = time.monotonic()
-    results = {
-        "mode": "quick" if args.quick else "full",
-        "machine": machine(),
-        **run(readings, rounds, flow_rate),
-    }
-    results["seconds"] = round(time.monotonic() - started)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "roads.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "roads.md").write_text(report.roads_markdown(results))
-    print(f"wrote {args.out}/roads.json, roads.md in {results['seconds']} s")
-    return results
+    return standalone(
+        "roads",
+        args.quick,
+        args.out,
+        lambda: run(readings, rounds, flow_rate),
+        report.roads_markdown,
+    )
 
 
 if __name__ == "__main__":

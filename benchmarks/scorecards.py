@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import tempfile
 import time
 from collections import Counter
@@ -295,20 +294,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     readings = args.readings or (200_000 if args.quick else 2_000_000)
     rounds = args.rounds or (1 if args.quick else 3)
-    from benchmarks.__main__ import machine  # not at the top: benchmarks.__main__ imports this
+    from benchmarks.__main__ import standalone  # not at the top: benchmarks.__main__ imports this
 
-    started = time.monotonic()
-    results = {
-        "mode": "quick" if args.quick else "full",
-        "machine": machine(),
-        **run(readings, args.trucks, rounds),
-    }
-    results["seconds"] = round(time.monotonic() - started)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scorecards.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "scorecards.md").write_text(report.scorecards_markdown(results))
-    print(f"wrote {args.out}/scorecards.json, scorecards.md in {results['seconds']} s")
-    return results
+    return standalone(
+        "scorecards",
+        args.quick,
+        args.out,
+        lambda: run(readings, args.trucks, rounds),
+        report.scorecards_markdown,
+    )
 
 
 if __name__ == "__main__":
