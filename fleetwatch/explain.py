@@ -92,6 +92,7 @@ from fleetwatch._cli import (
     ReplayError,
     UsageError,
     err,
+    lake_dir,
     load_history,
     replay_backfill,
     road_limits,
@@ -650,21 +651,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def lake_dir(option: Path | None, settings: Settings) -> Path:
-    lake = option if option is not None else settings.lake.dir
-    if lake is None:
-        raise UsageError("explain: no lake: give --lake DIR or set FLEET_LAKE_DIR")
-    if not lake.is_dir():
-        raise UsageError(f"explain: --lake {lake}: not a directory")
-    return lake
-
-
 def run(args: argparse.Namespace, settings: Settings) -> Explanation:
     """Everything but printing: find, replay, compare, draw."""
     started = time.monotonic()
     if not ALERT_ID.fullmatch(args.alert_id):
         raise UsageError(f"explain: {args.alert_id!r} is no alert_id (1-128 of [A-Za-z0-9_.:-])")
-    lake = lake_dir(args.lake, settings)
+    lake = lake_dir(args.lake, settings, "explain")
     zones = args.zones if args.zones is not None else settings.rules.zones
     rules = baseline_rules(args.rules, zones, settings, name="rules", command="explain")
     history = load_history(args.history, settings, "explain")

@@ -8,20 +8,23 @@ carries; ``tests/reference.py`` is the independent side."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import yaml  # type: ignore[import-untyped]  # no stubs needed here: safe_dump gives str
 
+from connectors.roads import RoadIndex
 from domain.alerts import Alert, build_alert
 from domain.catalogue import Catalogue, Detection, RuleBook, parse_version
 from domain.readings import Reading
 from domain.rules import RuleState, judge
 from domain.timestamps import to_epoch_ms
 from domain.zones import Zones
-from tests.reference import CatalogueAlertKey
+from tests.reference import CatalogueAlertKey, RoadTags
 
 T0 = to_epoch_ms(datetime(2026, 12, 1, tzinfo=UTC))  # the first version's effective_from
 T0_YAML = "2026-12-01T00:00:00Z"
@@ -145,3 +148,22 @@ def alert_document_key(document: Mapping[str, Any]) -> CatalogueAlertKey:
         tuple(document["event_ids"]),
         str(document["severity"]),
     )
+
+
+# --- Posted limits (CONTRACT.md section 10) -------------------------------------------------
+
+
+def road_table(index: RoadIndex, readings: Sequence[Reading]) -> dict[tuple[str, str], RoadTags]:
+    """The reference's input: each reading's matched way within 20 m (the project's road index
+    used as a table), with the way's raw tags, by (truck_id, event_id)."""
+    lats = [math.nan if r.lat is None or r.lon is None else r.lat for r in readings]
+    lons = [math.nan if r.lat is None or r.lon is None else r.lon for r in readings]
+    ways, _ = index.match(np.array(lats), np.array(lons), 20.0)
+    table: dict[tuple[str, str], RoadTags] = {}
+    for r, way in zip(readings, ways.tolist(), strict=True):
+        if way >= 0:
+            w = index.ways[way]
+            table[r.truck_id, r.event_id] = RoadTags(
+                w.osm_way_id, w.road_name, w.maxspeed, w.maxspeed_hgv
+            )
+    return table

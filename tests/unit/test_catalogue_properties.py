@@ -30,7 +30,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import yaml  # type: ignore[import-untyped]  # no stubs needed: safe_load gives Any
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -62,10 +61,11 @@ from tests.catalogues import (
     polygon,
     product_alerts,
     rectangle,
+    road_table,
     rule,
     version,
 )
-from tests.reference import CatalogueAlertKey, RoadTags, reference_catalogue_details
+from tests.reference import CatalogueAlertKey, reference_catalogue_details
 
 TOPICS = Topics(telemetry="telemetry", alerts="alerts", dlq="dlq", late="late")
 CONFIG = RuleConfig()  # ALLOWED_LATENESS 10 s
@@ -225,23 +225,8 @@ class Scenario:
 
     def expected(self) -> dict[CatalogueAlertKey, dict[str, Any]]:
         return reference_catalogue_details(
-            self.readings, self.texts, ZONES, CLASSES, road_table(self.readings)
+            self.readings, self.texts, ZONES, CLASSES, road_table(ROADS, self.readings)
         )
-
-
-def road_table(readings: Sequence[Reading]) -> dict[tuple[str, str], RoadTags]:
-    """The reference's input: each reading's matched way, with the way's raw tags."""
-    lats = [math.nan if r.lat is None or r.lon is None else r.lat for r in readings]
-    lons = [math.nan if r.lat is None or r.lon is None else r.lon for r in readings]
-    ways, _ = ROADS.match(np.array(lats), np.array(lons), 20.0)
-    table: dict[tuple[str, str], RoadTags] = {}
-    for r, way in zip(readings, ways.tolist(), strict=True):
-        if way >= 0:
-            w = ROADS.ways[way]
-            table[r.truck_id, r.event_id] = RoadTags(
-                w.osm_way_id, w.road_name, w.maxspeed, w.maxspeed_hgv
-            )
-    return table
 
 
 def random_position(rng: random.Random) -> tuple[float | None, float | None]:
@@ -476,7 +461,9 @@ def test_the_generated_scenarios_exercise_every_kind_and_boundary() -> None:
         rng = random.Random(seed)
         readings = random_fleet(rng, 3, 40)
         texts = random_catalogue(rng, version_starts(rng, readings, 3))
-        found = reference_catalogue_details(readings, texts, ZONES, CLASSES, road_table(readings))
+        found = reference_catalogue_details(
+            readings, texts, ZONES, CLASSES, road_table(ROADS, readings)
+        )
         alerts += len(found)
         by_id = {
             (document["version"], r["id"]): r["kind"]
@@ -503,7 +490,7 @@ def test_random_catalogues_with_posted_limits_agree_with_the_reference() -> None
         readings = random_fleet(rng, 3, 40)
         texts = random_catalogue(rng, version_starts(rng, readings, 3))
         expected = reference_catalogue_details(
-            readings, texts, ZONES, CLASSES, road_table(readings)
+            readings, texts, ZONES, CLASSES, road_table(ROADS, readings)
         )
         attached = list(readings)
         LIMITS.attach([attached], CLASSES)

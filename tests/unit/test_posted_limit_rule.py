@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pytest
 
 from connectors.road_limits import PostedLimits
@@ -26,13 +25,13 @@ from tests.catalogues import (
     product_alerts,
     product_keys,
     reading,
+    road_table,
     rule,
     sorted_unique,
     version,
 )
 from tests.reference import (
     CatalogueAlertKey,
-    RoadTags,
     reference_catalogue_alerts,
     reference_catalogue_details,
 )
@@ -82,21 +81,6 @@ def with_limits(readings: list[Reading]) -> list[Reading]:
     return attached
 
 
-def road_table(readings: list[Reading]) -> dict[tuple[str, str], RoadTags]:
-    """The reference's input: each reading's matched way (the road index used as a table)."""
-    lats = np.array([np.nan if x.lat is None else x.lat for x in readings])
-    lons = np.array([np.nan if x.lon is None else x.lon for x in readings])
-    ways, _ = INDEX.match(lats, lons, 20.0)
-    table: dict[tuple[str, str], RoadTags] = {}
-    for x, way in zip(readings, ways.tolist(), strict=True):
-        if way >= 0:
-            w = INDEX.ways[way]
-            table[x.truck_id, x.event_id] = RoadTags(
-                w.osm_way_id, w.road_name, w.maxspeed, w.maxspeed_hgv
-            )
-    return table
-
-
 @dataclass
 class Case:
     rules: list[dict[str, Any]]
@@ -117,7 +101,7 @@ def check(case: Case) -> None:
         ingested |= {key_of(alert_of(d)) for d in detections}
     assert ingested == case.expected, "product (TruckState)"
     reference = reference_catalogue_alerts(
-        case.readings, texts, None, CLASSES, road_table(case.readings)
+        case.readings, texts, None, CLASSES, road_table(INDEX, case.readings)
     )
     assert reference == case.expected, "reference"
 
@@ -230,7 +214,9 @@ def test_the_alert_carries_the_limit_and_the_road_of_the_firing_reading() -> Non
         "duration_s": 30.0,
         "for_s": 30.0,
     }
-    [expected] = reference_catalogue_details(raw, texts, None, CLASSES, road_table(raw)).values()
+    [expected] = reference_catalogue_details(
+        raw, texts, None, CLASSES, road_table(INDEX, raw)
+    ).values()
     assert expected == {k: alert.details[k] for k in expected}
 
 
